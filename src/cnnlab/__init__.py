@@ -1,0 +1,24 @@
+"""cnnlab: learn, test and explain convolutional networks in PyTorch, fast, on the machine you have.
+
+Public API (the `cnnlab` command is a thin layer over it)::
+
+    import cnnlab
+    cfg = cnnlab.load_config("configs/course-cnn.yaml", {"train.epochs": 5})
+    result = cnnlab.train(cfg)                 # writes a run directory, returns its summary
+    cnnlab.evaluate(result.run_dir)            # test accuracy, per class, confusion matrix
+    cnnlab.ablate("configs/course-task1.yaml") # a grid of runs and their comparison
+    model = cnnlab.create_model("cnn4", batchnorm=True)
+"""
+
+from .ablate import ablate
+from .classify import RunResult, evaluate, load_run_model, train
+from .config import Config
+from .config import resolve as load_config
+from .errors import UserError
+from .models import create as create_model
+from .models import list_models
+
+__version__ = "0.1.0"
+
+__all__ = ["Config", "RunResult", "UserError", "ablate", "create_model", "evaluate", "list_models",
+           "load_config", "load_run_model", "train", "__version__"]

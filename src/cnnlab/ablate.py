@@ -1,0 +1,179 @@
+"""Ablation grids: run a list or product of configs one after another and compare them.
+
+A grid file holds a ``base`` config and the variations, as an explicit list (``runs``), a cartesian
+product (``grid``), or both (each listed run crossed with the product):
+
+    name: course-task1
+    base: {model: {name: cnn4}, optim: {name: rmsprop, lr: 0.001}}
+    runs:
+      - name: cnn-bn
+        set: {model.batchnorm: true}
+        reference: "87 %"          # optional: a published figure shown beside ours
+    grid:
+      train.seed: [0, 1]
+
+Each run gets its own run directory under the grid's output folder. Finished runs are skipped and
+interrupted ones resumed, so the command can be stopped and started again. After every run the
+comparison (``comparison.csv``, ``comparison.md``, ``comparison.png``) is rewritten.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import config as config_mod
+from . import runs
+from .classify import train
+from .config import Config
+from .engine import TrainingDiverged
+from .errors import UserError
+from .report import plots
+
+GRID_KEYS = {"name", "description", "base", "runs", "grid"}
+
+
+@dataclass
+class PlannedRun:
+    name: str
+    config: Config
+    reference: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def _nested(overrides: dict[str, Any]) -> dict[str, Any]:
+    return config_mod.apply_overrides({}, config_mod.flatten(overrides))
+
+
+def plan(grid_file: str | Path, out: str | Path | None = None, *, max_epochs: float | None = None,
+         max_minutes: float | None = None, overrides: dict[str, Any] | None = None) -> tuple[str, Path,
+                                                                                             list[PlannedRun]]:
+    """(grid name, output folder, runs) with budgets and common overrides applied to every run."""
+    spec = config_mod.load_yaml(grid_file)
+    unknown = set(spec) - GRID_KEYS
+    if unknown:
+        key = sorted(unknown)[0]
+        raise UserError(f"unknown key '{key}' in grid file {grid_file}{config_mod.did_you_mean(key, GRID_KEYS)}; "
+                        f"a grid file has {', '.join(sorted(GRID_KEYS))}")
+    name = str(spec.get("name") or Path(grid_file).stem)
+    out_dir = Path(out or Path("runs") / f"ablate-{name}")
+    listed = spec.get("runs") or [{"name": "base"}]
+    if not isinstance(listed, list):
+        raise UserError(f"'runs' in grid file {grid_file} must be a list of {{name, set, reference}} entries")
+    grid = spec.get("grid") or {}
+    if not isinstance(grid, dict) or not all(isinstance(v, list) for v in grid.values()):
+        raise UserError(f"'grid' in grid file {grid_file} must map dotted keys to lists of values")
+    planned: list[PlannedRun] = []
+    for i, item in enumerate(listed):
+        if not isinstance(item, dict) or set(item) - {"name", "set", "reference"}:
+            raise UserError(f"run {i + 1} in grid file {grid_file} must be a mapping with name, set, reference")
+        for combo in itertools.product(*grid.values()) if grid else [()]:
+            settings = config_mod.flatten(item.get("set") or {})
+            settings.update(dict(zip(grid.keys(), combo)))
+            suffix = "-".join(f"{k.split('.')[-1]}={v}" for k, v in zip(grid.keys(), combo))
+            run_name = "-".join(p for p in (str(item.get("name", f"run{i + 1}")), suffix) if p)
+            data = config_mod.merge(spec.get("base") or {}, _nested(settings))
+            data = config_mod.apply_overrides(data, overrides or {})
+            try:
+                cfg = config_mod.resolve(base=data)
+            except UserError as exc:
+                raise UserError(f"grid file {grid_file}, run '{run_name}': {exc}") from None
+            if max_epochs is not None:
+                cfg.train.epochs = min(cfg.train.epochs, max_epochs)
+            if max_minutes is not None:
+                cfg.train.time_budget_minutes = max_minutes
+            cfg.name, cfg.out = run_name, str(out_dir / run_name)
+            planned.append(PlannedRun(run_name, cfg, str(item.get("reference", "")), settings))
+    names = [p.name for p in planned]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise UserError(f"grid file {grid_file} names run '{dupes[0]}' twice; give each run its own name")
+    return name, out_dir, planned
+
+
+def ablate(grid_file: str | Path, out: str | Path | None = None, *, max_epochs: float | None = None,
+           max_minutes: float | None = None, only: list[str] | None = None,
+           overrides: dict[str, Any] | None = None) -> Path:
+    """Run (or continue) every run of the grid, then write the comparison; returns the output folder."""
+    name, out_dir, planned = plan(grid_file, out, max_epochs=max_epochs, max_minutes=max_minutes,
+                                  overrides=overrides)
+    if only:
+        missing = [o for o in only if o not in {p.name for p in planned}]
+        if missing:
+            raise UserError(f"--only names unknown run '{missing[0]}'"
+                            f"{config_mod.did_you_mean(missing[0], [p.name for p in planned])}")
+        selected = [p for p in planned if p.name in only]
+    else:
+        selected = planned
+    runs.RunDir(out_dir).create()
+    failures: dict[str, str] = {}
+    for i, item in enumerate(selected, 1):
+        run = runs.RunDir(item.config.out)
+        if run.finished:
+            saved = config_mod.resolve(run / runs.CONFIG)
+            diff = config_mod.differences(saved, item.config)
+            if diff:
+                raise UserError(f"{run} was finished with another config ({diff[0]}); use another --out for "
+                                f"this grid, or delete that run")
+            print(f"[{i}/{len(selected)}] {item.name}: finished, skipped", flush=True)
+            continue
+        resume = run.path if run.exists(runs.CHECKPOINT) else None
+        print(f"[{i}/{len(selected)}] {item.name}: {'resuming' if resume else 'training'}", flush=True)
+        try:
+            train(item.config, resume=resume)
+        except TrainingDiverged as exc:
+            failures[item.name] = str(exc)
+            print(f"[{i}/{len(selected)}] {item.name}: {exc}", flush=True)
+        write_comparison(name, out_dir, planned, failures)
+    write_comparison(name, out_dir, planned, failures)
+    return out_dir
+
+
+def _differing_keys(planned: list[PlannedRun]) -> list[str]:
+    flat = [config_mod.flatten(p.config.to_dict()) for p in planned]
+    keys = sorted(set().union(*flat)) if flat else []
+    return [k for k in keys if k not in ("name", "out") and len({repr(f.get(k)) for f in flat}) > 1]
+
+
+def _pct(value: Any) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f} %"
+
+
+def write_comparison(name: str, out_dir: Path, planned: list[PlannedRun], failures: dict[str, str]) -> None:
+    """comparison.csv / .md / .png over the runs that have results so far."""
+    keys = _differing_keys(planned)
+    rows, curves = [], []
+    for p in planned:
+        run = runs.RunDir(p.config.out)
+        summary = run.read_json(runs.SUMMARY) if run.finished else {}
+        history = run.read_metrics()
+        flat = config_mod.flatten(p.config.to_dict())
+        status = "finished" if summary else ("diverged" if p.name in failures else
+                                             ("partial" if history else "not run"))
+        rows.append({
+            "run": p.name,
+            "settings": ", ".join(f"{k}={flat.get(k)}" for k in keys),
+            "best_val_accuracy": summary.get("best_val_accuracy"),
+            "test_accuracy": summary.get("test_accuracy"),
+            "epochs": summary.get("epochs", len(history) or None),
+            "minutes": (summary["train_seconds"] / 60) if summary else None,
+            "reference": p.reference,
+            "status": status,
+        })
+        if history:
+            curves.append((p.name, history))
+    target = runs.RunDir(out_dir)
+    target.write_csv("comparison.csv", rows)
+    lines = [f"# {name}", "", "| run | settings that differ | best val acc | test acc | epochs | minutes | "
+             "reference | status |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        minutes = "" if r["minutes"] is None else f"{r['minutes']:.1f}"
+        lines.append(f"| {r['run']} | {r['settings']} | {_pct(r['best_val_accuracy'])} | "
+                     f"{_pct(r['test_accuracy'])} | {r['epochs'] or ''} | {minutes} | {r['reference']} | "
+                     f"{r['status']} |")
+    target.write_text("comparison.md", "\n".join(lines) + "\n")
+    if curves:
+        plots.comparison(curves, out_dir / "comparison.png", title=f"{name}: validation accuracy")

@@ -1,0 +1,201 @@
+"""The `cnnlab` command: argument parsing only; every command calls the Python API.
+
+User errors (``UserError``) print one line on stderr and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from .errors import EXIT_USER_ERROR, UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump) and exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# train flags that are shortcuts for config fields
+TRAIN_SHORTCUTS = {
+    "model": "model.name", "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "optim.lr",
+    "optimizer": "optim.name", "schedule": "schedule.name", "seed": "train.seed",
+    "limit_train": "data.limit_train", "val_size": "data.val_size", "data_root": "data.root",
+    "device": "train.device", "precision": "train.precision", "channels_last": "train.channels_last",
+    "threads": "train.threads", "name": "name", "out": "out", "label_smoothing": "train.label_smoothing",
+}
+# where-it-runs settings that may accompany --resume
+RESUME_OK = {"data_root", "device", "threads"}
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", metavar="PATH", help="data folder (default: $CNNLAB_DATA, else ~/.cache/cnnlab)")
+    p.add_argument("--threads", type=int, help="compute threads (default and maximum: available cores)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import models
+
+    parser = _Parser(prog="cnnlab", description="Train, compare and explain convolutional networks.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a classifier and write a run directory",
+                       description="Train a classifier. Any config field can be set as KEY=VALUE, e.g. "
+                                   "optim.lr=0.01 model.batchnorm=true data.augment.flip=true.")
+    t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (dotted keys)")
+    t.add_argument("--config", metavar="FILE", help="YAML config file")
+    t.add_argument("--model", help=f"network: {', '.join(models.list_models())}")
+    t.add_argument("--epochs", type=float)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--optimizer", help="sgd | rmsprop | adam | adamw | muon")
+    t.add_argument("--schedule", help="constant | step | cosine | onecycle | linear | plateau")
+    t.add_argument("--label-smoothing", type=float)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--limit-train", type=int, metavar="N", help="train on the first N training images")
+    t.add_argument("--val-size", type=int, metavar="N", help="validation images carved from training (0 = none)")
+    t.add_argument("--precision", help="fp32 | bf16")
+    t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    t.add_argument("--name", help="run name (default directory: runs/NAME-TIMESTAMP)")
+    t.add_argument("--out", metavar="RUN_DIR", help="run directory to create")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch)")
+    _add_run_flags(t)
+
+    e = sub.add_parser("evaluate", help="test-set accuracy, per-class accuracy and confusion matrix of a run")
+    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("--weights", choices=["best", "last"], default="best")
+    _add_run_flags(e)
+
+    a = sub.add_parser("ablate", help="run a grid of configs and compare them",
+                       description="Run every config of a grid file (resumable) and write comparison.csv/.md/.png.")
+    a.add_argument("grid", metavar="GRID.yaml")
+    a.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides applied to every run")
+    a.add_argument("--out", metavar="DIR", help="output folder (default runs/ablate-NAME)")
+    a.add_argument("--max-epochs", type=float, metavar="N", help="cap every run at N epochs")
+    a.add_argument("--max-minutes", type=float, metavar="M", help="stop each run after M minutes of training")
+    a.add_argument("--only", nargs="+", metavar="RUN", help="run only these runs of the grid")
+    a.add_argument("--list", action="store_true", help="list the runs and their settings, run nothing")
+    a.add_argument("--no-progress", action="store_true")
+    _add_run_flags(a)
+
+    sub.add_parser("models", help="list the registered networks")
+    return parser
+
+
+def _overrides(pairs: list[str]) -> dict[str, Any]:
+    from .config import parse_override
+
+    return dict(parse_override(p) for p in pairs)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from . import config as config_mod
+    from .classify import train
+
+    overrides = _overrides(args.overrides)
+    for flag, key in TRAIN_SHORTCUTS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            overrides[key] = value
+    if args.no_progress:
+        overrides["train.progress"] = False
+    if args.resume:
+        changes = [f for f, k in TRAIN_SHORTCUTS.items() if getattr(args, f) is not None and f not in RESUME_OK]
+        if args.config is None and not args.overrides and not changes:
+            # Plain resume: the run's own config, with this invocation's where-it-runs settings.
+            runtime = {k: v for k, v in overrides.items()
+                       if k in ("data.root", "train.device", "train.threads", "train.progress")}
+            cfg = config_mod.resolve(f"{args.resume}/config.yaml", runtime)
+            cfg.out = args.resume
+        else:
+            cfg = config_mod.resolve(args.config, overrides)
+            cfg.out = cfg.out or args.resume
+    else:
+        cfg = config_mod.resolve(args.config, overrides)
+    result = train(cfg, resume=args.resume)
+    if result.summary:
+        s = result.summary
+        val = "" if s.get("best_val_accuracy") is None else f", best val accuracy {100 * s['best_val_accuracy']:.2f}%"
+        print(f"test accuracy {100 * s['test_accuracy']:.2f}%{val}, {s['epochs']} epochs in "
+              f"{s['train_seconds'] / 60:.1f} min\nrun directory: {result.run_dir}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .classify import evaluate
+
+    ev = evaluate(args.run_dir, weights=args.weights, data_root=args.data_root, threads=args.threads,
+                  device=args.device or "auto")
+    print(f"test accuracy {100 * ev['test_accuracy']:.2f}% on {ev['test_images']} images")
+    for name, acc in ev["per_class_accuracy"].items():
+        print(f"  {name:>12s} {100 * acc:6.2f}%")
+    print(f"wrote {args.run_dir}/evaluation.json and confusion_matrix.png")
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from .ablate import ablate, plan
+
+    overrides = _overrides(args.overrides)
+    for flag, key in (("data_root", "data.root"), ("threads", "train.threads"), ("device", "train.device")):
+        if getattr(args, flag) is not None:
+            overrides[key] = getattr(args, flag)
+    if args.no_progress:
+        overrides["train.progress"] = False
+    if args.list:
+        _, out_dir, planned = plan(args.grid, args.out, max_epochs=args.max_epochs, max_minutes=args.max_minutes,
+                                   overrides=overrides)
+        for p in planned:
+            settings = ", ".join(f"{k}={v}" for k, v in p.settings.items())
+            print(f"{p.name}: {settings} (epochs {p.config.train.epochs:g}) -> {p.config.out}")
+        return 0
+    out_dir = ablate(args.grid, args.out, max_epochs=args.max_epochs, max_minutes=args.max_minutes,
+                     only=args.only, overrides=overrides)
+    print((out_dir / "comparison.md").read_text())
+    print(f"comparison written to {out_dir}/comparison.csv, comparison.md, comparison.png")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import registry
+
+    for name in registry.list_models():
+        print(f"{name:20s} {registry.entry(name).description}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "ablate": cmd_ablate, "models": cmd_models}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse, letting KEY=VALUE overrides sit anywhere among the flags."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        kind = "error" if exc.exit_code == EXIT_USER_ERROR else "stopped"
+        print(f"cnnlab {args.command}: {kind}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"cnnlab {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

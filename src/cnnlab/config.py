@@ -1,0 +1,450 @@
+"""Typed run configuration: dataclasses, YAML loading, dotted command-line overrides, validation.
+
+A run is fully described by one :class:`Config`. It is loaded from YAML (``--config FILE``), then
+overridden field by field (``train.epochs=5`` or the CLI's shortcut flags), validated, and written
+back, resolved, as ``config.yaml`` in the run directory so the run can be reproduced or resumed.
+
+Every section is a dataclass, so the set of valid keys is known: an unknown key is a user error that
+names the closest valid key. The model section is the one open section: besides ``name`` it takes the
+chosen model's keyword arguments, which the model registry checks against the model's signature.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError, did_you_mean
+
+# ----------------------------------------------------------------------------------------------- sections
+
+
+@dataclass
+class AugmentConfig:
+    """Batched training augmentation (applied to whole uint8 batches, see ``data/augment.py``)."""
+
+    translate: float = 0.0
+    """Random shift: pixels when >= 1, else a fraction of the image side (Keras' shift_range 0.1 = 3 px)."""
+    flip: bool = False
+    """Random horizontal flip."""
+    flip_mode: str = "random"
+    """'random' (each image, p=0.5, every epoch) or 'alternating' (a random half, the other half next epoch)."""
+    pad_mode: str = "reflect"
+    """How translation fills the border: 'reflect', 'zeros' or 'edge' (Keras' 'nearest')."""
+    cutout: int = 0
+    """Side of a random square set to zero (0 = off)."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "cifar10"
+    root: str | None = None
+    """Data folder; None means the --data-root flag, else $CNNLAB_DATA, else ~/.cache/cnnlab."""
+    download: bool = True
+    """Download the dataset when it is not under root."""
+    val_size: int = 5000
+    """Validation images carved from the training set (stratified, seeded); 0 trains on all of it."""
+    split_seed: int = 0
+    """Seed of the validation split, apart from train.seed so that runs of several seeds share one split."""
+    limit_train: int | None = None
+    """Train on the first N training images only (after the validation split); None = all."""
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "cnn4"
+    args: dict[str, Any] = field(default_factory=dict)
+    """The model's keyword arguments; in YAML they sit beside ``name`` (``model: {name: cnn4, batchnorm: true}``)."""
+
+
+@dataclass
+class OptimConfig:
+    name: str = "rmsprop"
+    """sgd | rmsprop | adam | adamw | muon (see engine/optim.py)."""
+    lr: float = 1e-3
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    decay: float = 0.0
+    """Keras-style learning-rate decay per iteration: lr / (1 + decay * iteration)."""
+    alpha: float = 0.9
+    """RMSprop smoothing constant (Keras' rho = 0.9; PyTorch's default would be 0.99)."""
+    eps: float = 1e-7
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "constant"
+    """constant | step | cosine | onecycle | linear | plateau (see engine/optim.py)."""
+    warmup_epochs: float = 0.0
+    """Linear warm-up from start_factor to 1 (cosine, linear, onecycle)."""
+    start_factor: float = 0.0
+    """Learning-rate fraction at the start of warm-up."""
+    final_factor: float = 0.0
+    """Learning-rate fraction reached at the last step (cosine, linear, onecycle)."""
+    step_epochs: float = 30.0
+    """step: multiply by gamma every step_epochs."""
+    gamma: float = 0.1
+    patience: int = 5
+    """plateau: epochs without improvement of the monitored metric before the lr is multiplied by factor."""
+    factor: float = 0.1
+    monitor: str = "val_loss"
+    """plateau: val_loss (lower is better) or val_accuracy (higher is better)."""
+    min_lr: float = 0.0
+
+
+@dataclass
+class EMAConfig:
+    """Exponential moving average of the weights, evaluated instead of the raw weights."""
+
+    decay: float = 0.0
+    """0 = off. Per update, applied every `every` steps."""
+    every: int = 1
+    warmup_epochs: float = 0.0
+    """No averaging before this point (the early weights are poor)."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 10
+    """Epochs; a fraction trains the last epoch partly (e.g. 9.9)."""
+    batch_size: int = 512
+    eval_batch_size: int = 1000
+    label_smoothing: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    """auto (cuda when present, else cpu) | cpu | cuda | cuda:N."""
+    precision: str = "fp32"
+    """fp32 | bf16 (autocast)."""
+    channels_last: bool = False
+    threads: int | None = None
+    """Compute threads; default and maximum: the cores this process may use."""
+    tta: str = "none"
+    """Test-time augmentation for validation and test: none | flip | flip_translate."""
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    grad_clip: float | None = None
+    time_budget_minutes: float | None = None
+    """Stop after the epoch in which the training time passes this budget."""
+    progress: bool = True
+    """Show a progress bar per epoch."""
+
+
+@dataclass
+class Config:
+    """Everything that defines one training run."""
+
+    name: str = "run"
+    out: str | None = None
+    """Run directory; default runs/<name>-<timestamp>."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict in the YAML layout (model arguments beside ``name``)."""
+        d = dataclasses.asdict(self)
+        d["model"] = {"name": self.model.name, **self.model.args}
+        return d
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# Fields that may differ when a run is resumed: where it runs, not what it computes.
+RESUME_EXEMPT = {"out", "train.threads", "train.progress", "train.device", "data.root", "data.download"}
+
+VALID_CHOICES = {
+    "train.precision": ("fp32", "bf16"),
+    "train.tta": ("none", "flip", "flip_translate"),
+    "data.augment.flip_mode": ("random", "alternating"),
+    "data.augment.pad_mode": ("reflect", "zeros", "edge"),
+    "schedule.monitor": ("val_loss", "val_accuracy"),
+}
+
+# ----------------------------------------------------------------------------------------------- parsing
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _strip_optional(tp: Any) -> tuple[Any, bool]:
+    """(T, True) for ``T | None``; (tp, False) otherwise."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert a YAML/CLI value to the field's declared type, or raise a UserError naming the key."""
+    tp, optional = _strip_optional(tp)
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and tp is not str):
+        if optional:
+            return None
+        raise UserError(f"config field '{key}' may not be empty; give a value")
+    origin = typing.get_origin(tp)
+    try:
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+                return value.lower() in ("true", "yes", "on", "1")
+            if isinstance(value, int) and value in (0, 1):
+                return bool(value)
+            raise ValueError
+        if tp is int:
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if tp is float:
+            if isinstance(value, bool):
+                raise ValueError
+            result = float(value)
+            if not math.isfinite(result):
+                raise ValueError
+            return result
+        if tp is str:
+            if isinstance(value, (dict, list)):
+                raise ValueError
+            return str(value)
+        if origin is list:
+            (item_tp,) = typing.get_args(tp)
+            if isinstance(value, str):
+                value = yaml.safe_load(value)
+            if not isinstance(value, (list, tuple)):
+                raise ValueError
+            return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        if origin is dict or tp is dict:
+            if not isinstance(value, dict):
+                raise ValueError
+            return dict(value)
+    except (TypeError, ValueError):
+        name = getattr(tp, "__name__", str(tp))
+        raise UserError(f"config field '{key}' must be {name}, got {value!r}") from None
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    """Build dataclass ``cls`` from a nested dict, rejecting unknown keys with a suggestion."""
+    if not isinstance(data, dict):
+        raise UserError(f"config section '{prefix.rstrip('.') or 'top level'}' must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            raise UserError(f"unknown config key '{dotted}'{did_you_mean(dotted, all_keys())}")
+        tp = hints[key]
+        if _is_dataclass_type(tp):
+            kwargs[key] = _build(tp, value if value is not None else {}, f"{dotted}.")
+        else:
+            kwargs[key] = _coerce(value, tp, dotted)
+    return cls(**kwargs)
+
+
+def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    """Every dotted key of the config (model arguments excluded: they depend on the model)."""
+    keys: list[str] = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if _is_dataclass_type(tp):
+            keys += all_keys(tp, f"{prefix}{f.name}.")
+        elif not (cls is ModelConfig and f.name == "args"):
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+def from_dict(data: dict[str, Any] | None) -> Config:
+    """Config from a YAML-shaped dict; model arguments may sit beside ``model.name``."""
+    data = dict(data or {})
+    model = data.get("model")
+    if isinstance(model, str):
+        data["model"] = {"name": model}
+    elif isinstance(model, dict):
+        model = dict(model)
+        args = dict(model.pop("args", None) or {})
+        args.update({k: v for k, v in model.items() if k != "name"})
+        data["model"] = {"name": model.get("name", ModelConfig.name), "args": args}
+    return _build(Config, data, "")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, with one-line errors for a missing or malformed file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"config file {path} does not exist; check the path") from None
+    except OSError as exc:
+        raise UserError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"config file {path} is not valid YAML{where}; fix the syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of sections (data, model, optim, ...)")
+    return data
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'train.epochs=5' -> ('train.epochs', 5). Values are parsed as YAML scalars/lists."""
+    if "=" not in text:
+        raise UserError(f"override '{text}' must look like section.key=value, e.g. train.epochs=5")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string; a number is meant
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    return key, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys in a YAML-shaped dict (before validation, so errors name the key)."""
+    data = _deep_copy(data)
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        if parts[0] == "model" and len(parts) == 2 and isinstance(data.get("model"), str):
+            data["model"] = {"name": data["model"]}
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data
+
+
+def resolve(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None,
+            base: dict[str, Any] | None = None) -> Config:
+    """The validated Config from (base dict) <- (YAML file) <- (dotted overrides)."""
+    data = _deep_copy(base or {})
+    if config_file is not None:
+        data = merge(data, load_yaml(config_file))
+    data = apply_overrides(data, overrides or {})
+    cfg = from_dict(data)
+    validate(cfg)
+    return cfg
+
+
+def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; values of ``top`` win."""
+    out = _deep_copy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = _deep_copy(value)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- checks
+
+
+def validate(cfg: Config) -> None:
+    """Range and choice checks that types alone cannot express; one UserError per problem."""
+    t, d, o, s = cfg.train, cfg.data, cfg.optim, cfg.schedule
+    positive = {"train.epochs": t.epochs, "train.batch_size": t.batch_size,
+                "train.eval_batch_size": t.eval_batch_size, "optim.lr": o.lr}
+    for key, value in positive.items():
+        if value <= 0:
+            raise UserError(f"config field '{key}' must be greater than 0, got {value}")
+    non_negative = {"data.val_size": d.val_size, "optim.weight_decay": o.weight_decay, "optim.decay": o.decay,
+                    "optim.momentum": o.momentum, "data.augment.translate": d.augment.translate,
+                    "data.augment.cutout": d.augment.cutout, "schedule.warmup_epochs": s.warmup_epochs}
+    for key, value in non_negative.items():
+        if value < 0:
+            raise UserError(f"config field '{key}' must be 0 or more, got {value}")
+    if d.limit_train is not None and d.limit_train <= 0:
+        raise UserError(f"config field 'data.limit_train' must be greater than 0, got {d.limit_train}")
+    if t.threads is not None and t.threads <= 0:
+        raise UserError(f"config field 'train.threads' must be greater than 0, got {t.threads}")
+    if not 0 <= t.label_smoothing < 1:
+        raise UserError(f"config field 'train.label_smoothing' must be in [0, 1), got {t.label_smoothing}")
+    if not 0 <= t.ema.decay < 1:
+        raise UserError(f"config field 'train.ema.decay' must be in [0, 1), got {t.ema.decay}")
+    if t.ema.every <= 0:
+        raise UserError(f"config field 'train.ema.every' must be greater than 0, got {t.ema.every}")
+    if t.time_budget_minutes is not None and t.time_budget_minutes <= 0:
+        raise UserError(f"config field 'train.time_budget_minutes' must be greater than 0, got {t.time_budget_minutes}")
+    if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
+        raise UserError(f"config field 'train.device' must be auto, cpu, cuda or cuda:N, got '{t.device}'")
+    for key, choices in VALID_CHOICES.items():
+        value = get_field(cfg, key)
+        if value not in choices:
+            raise UserError(f"config field '{key}' must be one of {', '.join(choices)}, got '{value}'"
+                            f"{did_you_mean(str(value), choices)}")
+    # Names resolved by registries: imported here to keep config free of torch at import time.
+    from .data import DATASETS
+    from .engine.optim import OPTIMIZERS, SCHEDULES
+    from .errors import unknown_name
+    from .models import registry
+
+    if o.name not in OPTIMIZERS:
+        raise unknown_name("optimizer", o.name, OPTIMIZERS)
+    if s.name not in SCHEDULES:
+        raise unknown_name("schedule", s.name, SCHEDULES)
+    if d.dataset not in DATASETS:
+        raise unknown_name("dataset", d.dataset, DATASETS)
+    registry.check_arguments(cfg.model.name, cfg.model.args)
+
+
+def get_field(cfg: Config, dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def differences(a: Config, b: Config, exempt: set[str] = RESUME_EXEMPT) -> list[str]:
+    """'key: a -> b' for each field that differs (exempt keys ignored)."""
+    fa, fb = flatten(a.to_dict()), flatten(b.to_dict())
+    return [f"{k}: {fa.get(k)!r} -> {fb.get(k)!r}" for k in sorted(set(fa) | set(fb))
+            if k not in exempt and fa.get(k) != fb.get(k)]

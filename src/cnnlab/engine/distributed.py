@@ -1,0 +1,69 @@
+"""torchrun / DistributedDataParallel helpers; every function is a no-op in a single process.
+
+Launch: ``torchrun --nproc-per-node 2 -m cnnlab train ...``. torchrun sets RANK, LOCAL_RANK and
+WORLD_SIZE; each process trains on its shard of every epoch (see data/loader.py), gradients are averaged
+by DDP, and only rank 0 writes the run directory.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def is_active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def init(device: torch.device) -> None:
+    """Join the process group torchrun set up (nccl on GPUs, gloo on CPUs)."""
+    if world_size() > 1 and not is_active():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+
+
+def wrap(model: nn.Module, device: torch.device) -> nn.Module:
+    """DDP wrapper for the forward/backward when distributed, else the model itself."""
+    if not is_active():
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    """Sum a few numbers over all ranks (e.g. loss sums and counts for epoch metrics)."""
+    if not is_active():
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def barrier() -> None:
+    if is_active():
+        dist.barrier()
+
+
+def shutdown() -> None:
+    if is_active():
+        dist.destroy_process_group()

@@ -1,0 +1,268 @@
+"""The one training loop: CIFAR training, the fast recipe, transfer heads and fine-tuning all run here.
+
+A :class:`Trainer` owns the model, optimizer, schedule and optional weight average, and knows precision,
+memory format and device. ``fit`` runs epochs of ``train_epoch`` + ``evaluate`` and hands each epoch's row
+of metrics to callbacks (checkpoints, metrics files, progress printing, plateau logic live there or in the
+schedule). ``state_dict`` captures everything needed to continue bit-for-bit after an interruption.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from ..errors import UserError
+from . import distributed
+from .device import autocast
+from .optim import LrSchedule
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class Callback:
+    """Hooks called by :meth:`Trainer.fit`; override what you need."""
+
+    def on_fit_start(self, trainer: Trainer) -> None: ...
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None: ...
+
+    def on_step_end(self, trainer: Trainer) -> None: ...
+
+    def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None: ...
+
+    def on_fit_end(self, trainer: Trainer) -> None: ...
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    accuracy: float
+    logits: torch.Tensor  # float32 on cpu, [N, classes]
+    labels: torch.Tensor
+
+    @property
+    def predictions(self) -> torch.Tensor:
+        return self.logits.argmax(1)
+
+
+@dataclass
+class FitState:
+    """Progress that survives a resume."""
+
+    epoch: int = 0  # epochs completed
+    best_val_accuracy: float = float("nan")
+    best_epoch: int = 0
+    train_seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stop_reason: str = ""
+
+
+def tta_views(x: torch.Tensor, mode: str) -> list[tuple[torch.Tensor, float]]:
+    """(view, weight) pairs whose weighted logits are averaged: none | flip | flip_translate.
+
+    flip_translate adds the flipped pair shifted one pixel up-left and one down-right (reflect padding),
+    the views airbench found worth their cost.
+    """
+    if mode == "none":
+        return [(x, 1.0)]
+    views = [(x, 0.5), (x.flip(-1), 0.5)]
+    if mode == "flip_translate":
+        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        h, w = x.shape[-2:]
+        up_left, down_right = padded[..., :h, :w], padded[..., 2:, 2:]
+        views = [(v, 0.25) for v, _ in views] + [(v, 0.125) for v in
+                                                 (up_left, up_left.flip(-1), down_right, down_right.flip(-1))]
+    return views
+
+
+@torch.no_grad()
+def predict(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device,
+            precision: str = "fp32", tta: str = "none") -> EvalResult:
+    """Logits (averaged over test-time views) and loss over `batches`, in eval mode."""
+    was_training = model.training
+    model.eval()
+    logits_all, labels_all = [], []
+    for x, y in batches:
+        with autocast(device, precision):
+            logits = sum(w * model(v).float() for v, w in tta_views(x, tta))
+        logits_all.append(logits.float().cpu())
+        labels_all.append(y.cpu())
+    model.train(was_training)
+    if not logits_all:
+        return EvalResult(float("nan"), float("nan"), torch.empty(0, 0), torch.empty(0, dtype=torch.long))
+    logits, labels = torch.cat(logits_all), torch.cat(labels_all)
+    loss = F.cross_entropy(logits, labels).item()
+    accuracy = (logits.argmax(1) == labels).float().mean().item()
+    return EvalResult(loss, accuracy, logits, labels)
+
+
+class Trainer:
+    """Trains and evaluates one classifier (see module docstring)."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: LrSchedule, *,
+                 device: torch.device, precision: str = "fp32", channels_last: bool = False,
+                 label_smoothing: float = 0.0, grad_clip: float | None = None, ema_decay: float = 0.0,
+                 ema_every: int = 1, ema_start_step: int = 0, tta: str = "none",
+                 callbacks: Sequence[Callback] = (), time_budget_s: float | None = None,
+                 train_module: nn.Module | None = None):
+        self.model = model
+        # Under torchrun the forward/backward go through the DDP wrapper; everything else uses the model.
+        self.train_module = train_module or model
+        self.optimizer, self.schedule = optimizer, schedule
+        self.device, self.precision, self.channels_last = device, precision, channels_last
+        self.label_smoothing, self.grad_clip = label_smoothing, grad_clip
+        self.tta = tta
+        self.callbacks = list(callbacks)
+        self.time_budget_s = time_budget_s
+        self.ema: AveragedModel | None = None
+        self.ema_every, self.ema_start_step = ema_every, ema_start_step
+        if ema_decay > 0:
+            self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+        self.state = FitState()
+        self.stop_requested = ""
+
+    # ------------------------------------------------------------------------------------------ pieces
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are validated and saved as 'best': the average when EMA is on."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step; returns (loss, number correct) as tensors (no host sync)."""
+        with autocast(self.device, self.precision):
+            logits = self.train_module(x)
+        loss = self.loss(logits, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        self.schedule.step()
+        if self.ema is not None and self.schedule.step_count % self.ema_every == 0:
+            if self.schedule.step_count <= self.ema_start_step:
+                # Before averaging starts the average simply follows the weights.
+                for avg, cur in zip(self.ema.module.state_dict().values(), self.model.state_dict().values()):
+                    avg.copy_(cur)
+            else:
+                self.ema.update_parameters(self.model)
+        return loss.detach(), (logits.argmax(1) == y).sum()
+
+    def train_epoch(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], total: int | None = None,
+                    progress=None) -> dict[str, float]:
+        """Train over `batches`; returns train_loss, train_accuracy, images, seconds (summed over ranks)."""
+        self.train_module.train()
+        start = time.perf_counter()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        check_every = 1 if self.device.type == "cpu" else 25
+        for i, (x, y) in enumerate(batches):
+            loss, right = self.train_step(x, y)
+            loss_sum += loss * len(y)
+            correct += right
+            seen += len(y)
+            if (i + 1) % check_every == 0 or (total is not None and i + 1 == total):
+                if not math.isfinite(float(loss)):
+                    raise TrainingDiverged(f"loss became {float(loss)} at epoch {self.state.epoch + 1}, step {i + 1}")
+                if progress is not None:
+                    elapsed = time.perf_counter() - start
+                    progress(i + 1, float(loss_sum) / seen, float(correct) / seen, seen / max(elapsed, 1e-9))
+            for cb in self.callbacks:
+                cb.on_step_end(self)
+        totals = distributed.all_reduce_sum([float(loss_sum), float(correct), float(seen)], self.device)
+        seconds = time.perf_counter() - start
+        if not math.isfinite(totals[0]):
+            raise TrainingDiverged(f"loss became {totals[0]} in epoch {self.state.epoch + 1}")
+        return {"train_loss": totals[0] / max(totals[2], 1), "train_accuracy": totals[1] / max(totals[2], 1),
+                "images": totals[2], "seconds": seconds}
+
+    def predict(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], model: nn.Module | None = None,
+                tta: str | None = None) -> EvalResult:
+        """Logits and loss of the evaluated weights (EMA when on) with the configured test-time views."""
+        return predict(model or self.eval_model, batches, self.device, self.precision, tta or self.tta)
+
+    # ------------------------------------------------------------------------------------------ fit
+
+    def fit(self, train_batches, val_batches, epoch_steps: list[int], progress_factory=None) -> FitState:
+        """Train for len(epoch_steps) epochs (each limited to its number of steps), from self.state.epoch.
+
+        `train_batches.epoch(e, max_batches)` yields the batches of epoch e; `val_batches` may be None.
+        """
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
+        for epoch in range(self.state.epoch, len(epoch_steps)):
+            for cb in self.callbacks:
+                cb.on_epoch_start(self, epoch)
+            bar = progress_factory(epoch, len(epoch_steps), epoch_steps[epoch]) if progress_factory else None
+            try:
+                stats = self.train_epoch(train_batches.epoch(epoch, epoch_steps[epoch]), epoch_steps[epoch],
+                                         bar.update if bar else None)
+            finally:
+                if bar:
+                    bar.close()
+            self.state.train_seconds += stats["seconds"]
+            val = self.predict(val_batches) if val_batches is not None and len(val_batches.labels) else None
+            self.state.epoch = epoch + 1
+            row = {"epoch": epoch + 1, "lr": self.schedule.lr, "train_loss": stats["train_loss"],
+                   "train_accuracy": stats["train_accuracy"],
+                   "val_loss": val.loss if val else float("nan"),
+                   "val_accuracy": val.accuracy if val else float("nan"),
+                   "epoch_seconds": stats["seconds"], "images_per_second": stats["images"] / stats["seconds"]}
+            if val and not (val.accuracy <= self.state.best_val_accuracy):  # NaN-safe: first epoch counts
+                self.state.best_val_accuracy, self.state.best_epoch = val.accuracy, epoch + 1
+            row["improved"] = self.state.best_epoch == epoch + 1
+            self.schedule.epoch_end(row)
+            self.state.history.append(row)
+            for cb in self.callbacks:
+                cb.on_epoch_end(self, row)
+            if self.time_budget_s is not None and self.state.train_seconds >= self.time_budget_s:
+                self.state.stop_reason = f"time budget of {self.time_budget_s / 60:g} minutes reached"
+            if self.stop_requested:
+                self.state.stop_reason = self.stop_requested
+            if self.state.stop_reason:
+                break
+        for cb in self.callbacks:
+            cb.on_fit_end(self)
+        return self.state
+
+    # ------------------------------------------------------------------------------------------ resume
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs (readable with torch.load(weights_only=True))."""
+        rng = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        s = self.state
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
+                "rng": rng, "fit": {"epoch": s.epoch, "best_val_accuracy": s.best_val_accuracy,
+                                    "best_epoch": s.best_epoch, "train_seconds": s.train_seconds,
+                                    "history": s.history}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        torch.set_rng_state(state["rng"]["cpu"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        f = state["fit"]
+        self.state = FitState(epoch=f["epoch"], best_val_accuracy=f["best_val_accuracy"],
+                              best_epoch=f["best_epoch"], train_seconds=f["train_seconds"],
+                              history=list(f["history"]))

@@ -1,0 +1,9 @@
+"""Networks by name: ``create(name, **kwargs)``, ``list_models()``.
+
+Importing this package registers every built-in network.
+"""
+
+from . import classic  # noqa: F401  (registers mlp, cnn4)
+from .registry import arguments, create, list_models, register
+
+__all__ = ["arguments", "create", "list_models", "register"]

@@ -1,0 +1,81 @@
+"""One registry of networks by name, like timm's ``create_model``.
+
+    @register("cnn4", description="the course's 4-conv CNN")
+    def cnn4(num_classes: int = 10, batchnorm: bool = False, ...) -> nn.Module: ...
+
+    model = cnnlab.models.create("cnn4", batchnorm=True)
+
+Arguments are checked against the builder's signature, so a typo in a config file is reported with the
+closest valid argument instead of a TypeError deep inside a constructor.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from ..errors import UserError, did_you_mean, unknown_name
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: Callable[..., nn.Module]
+    description: str
+    task: str  # "classifier" (images -> logits); later issues add backbones and style networks
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register(name: str, *, description: str = "", task: str = "classifier"):
+    """Decorator that adds a builder function to the registry under `name`."""
+
+    def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is registered twice")
+        doc = description or (inspect.getdoc(builder) or "").split("\n")[0]
+        _REGISTRY[name] = ModelEntry(name, builder, doc, task)
+        return builder
+
+    return decorate
+
+
+def list_models(task: str | None = None) -> list[str]:
+    return sorted(n for n, e in _REGISTRY.items() if task is None or e.task == task)
+
+
+def entry(name: str) -> ModelEntry:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise unknown_name("model", name, _REGISTRY) from None
+
+
+def arguments(name: str) -> dict[str, Any]:
+    """The builder's keyword arguments and their defaults."""
+    sig = inspect.signature(entry(name).builder)
+    return {p.name: p.default for p in sig.parameters.values()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def check_arguments(name: str, kwargs: dict[str, Any]) -> None:
+    """UserError for an unknown model or argument, naming the closest valid one."""
+    valid = arguments(name)
+    for key in kwargs:
+        if key not in valid:
+            raise UserError(f"unknown argument 'model.{key}' for model '{name}'"
+                            f"{did_you_mean(key, valid)}; valid: {', '.join(sorted(valid))}")
+
+
+def create(name: str, **kwargs: Any) -> nn.Module:
+    """Build registered model `name` with keyword arguments (checked against its signature)."""
+    check_arguments(name, kwargs)
+    try:
+        return entry(name).builder(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"model '{name}' cannot be built with {kwargs}: {exc}") from None

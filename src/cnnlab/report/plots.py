@@ -1,0 +1,84 @@
+"""Figures of runs: learning curves, confusion matrices, ablation comparisons (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from ..runs import atomic_write_bytes  # noqa: E402
+
+
+def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    """Render to memory, then write atomically (a crash never leaves half a PNG)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return Path(path)
+
+
+def _column(rows: Sequence[dict[str, Any]], key: str) -> list[float]:
+    return [float(r.get(key, math.nan)) if r.get(key) not in (None, "") else math.nan for r in rows]
+
+
+def curves(history: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Accuracy and loss per epoch, train vs validation, side by side."""
+    epochs = [r["epoch"] for r in history]
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, metric, label in ((ax_acc, "accuracy", "accuracy"), (ax_loss, "loss", "loss")):
+        ax.plot(epochs, _column(history, f"train_{metric}"), label="train", marker="." if len(epochs) < 30 else None)
+        val = _column(history, f"val_{metric}")
+        if any(not math.isnan(v) for v in val):
+            ax.plot(epochs, val, label="validation", marker="." if len(epochs) < 30 else None)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def confusion_matrix(matrix, classes: Sequence[str], path: str | Path, title: str = "") -> Path:
+    """Row-normalized confusion matrix with counts in the cells."""
+    counts = matrix.numpy() if hasattr(matrix, "numpy") else matrix
+    totals = counts.sum(1, keepdims=True).clip(min=1)
+    frac = counts / totals
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(0.6 * n + 3, 0.6 * n + 2.5))
+    im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), classes, rotation=45, ha="right")
+    ax.set_yticks(range(n), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=7,
+                        color="white" if frac[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
+    ax.set_title(title or "confusion matrix")
+    return save_figure(fig, path)
+
+
+def comparison(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: str | Path,
+               metric: str = "val_accuracy", title: str = "") -> Path:
+    """Overlaid curves of one metric, one line per run."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, history in runs:
+        if history:
+            ax.plot([r["epoch"] for r in history], _column(history, metric), label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or metric.replace("_", " "))
+    return save_figure(fig, path)

@@ -1,0 +1,241 @@
+"""The run directory: the one contract between training, evaluation, ablations, reports.
+
+    RUN_DIR/
+      config.yaml        resolved config (reproduce with: cnnlab train --config RUN_DIR/config.yaml)
+      environment.json   versions, hardware, threads, git commit, command line
+      metrics.csv        a row per epoch
+      summary.json       final numbers and provenance
+      curves.png         accuracy and loss, train vs validation
+      checkpoint.pt      full training state of the last finished epoch (resume)
+      best.safetensors   weights with the best validation accuracy (last epoch when there is no validation)
+      evaluation.json, confusion_matrix.png/.csv   from `cnnlab evaluate` (also run at the end of training)
+
+Every file is written to a temporary name and renamed, so an interruption never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from .errors import UserError
+
+CONFIG = "config.yaml"
+SUMMARY = "summary.json"
+METRICS = "metrics.csv"
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.safetensors"
+ENVIRONMENT = "environment.json"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+class RunDir:
+    """A run directory on disk; see the module docstring for its files."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    # ------------------------------------------------------------------------------------------ create
+
+    def create(self) -> RunDir:
+        """Make the folder (and parents) and check that it is writable, with a one-line error if not."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise UserError(f"output directory {self.path} is not writable ({exc.strerror}); "
+                            f"choose another --out") from None
+        return self
+
+    def exists(self, name: str) -> bool:
+        return (self.path / name).is_file()
+
+    @property
+    def finished(self) -> bool:
+        return self.exists(SUMMARY)
+
+    # ------------------------------------------------------------------------------------------ write
+
+    def write_text(self, name: str, text: str) -> Path:
+        atomic_write_bytes(self.path / name, text.encode())
+        return self.path / name
+
+    def write_json(self, name: str, data: dict[str, Any]) -> Path:
+        return self.write_text(name, json.dumps(_json_safe(data), indent=2) + "\n")
+
+    def write_csv(self, name: str, rows: list[dict[str, Any]]) -> Path:
+        buf = io.StringIO()
+        if rows:
+            fields = list(dict.fromkeys(k for row in rows for k in row))
+            writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: _fmt(v) for k, v in row.items()})
+        return self.write_text(name, buf.getvalue())
+
+    def save_checkpoint(self, state: dict[str, Any]) -> Path:
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(self.path / CHECKPOINT, buf.getvalue())
+        return self.path / CHECKPOINT
+
+    def save_weights(self, state_dict: dict[str, torch.Tensor], name: str = BEST,
+                     metadata: dict[str, str] | None = None) -> Path:
+        tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata=metadata)
+            os.replace(tmp, self.path / name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return self.path / name
+
+    # ------------------------------------------------------------------------------------------ read
+
+    def read_json(self, name: str) -> dict[str, Any]:
+        try:
+            return json.loads((self.path / name).read_text())
+        except FileNotFoundError:
+            raise UserError(f"{self.path / name} does not exist; is {self.path} a finished cnnlab run?") from None
+        except json.JSONDecodeError:
+            raise UserError(f"{self.path / name} is not valid JSON; the run directory is damaged") from None
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        try:
+            with open(self.path / METRICS, newline="") as fh:
+                return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+        except FileNotFoundError:
+            return []
+
+    def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+        """The training state; weights_only=True, so a tampered file cannot run code."""
+        path = self.path / CHECKPOINT
+        if not path.is_file():
+            raise UserError(f"{path} does not exist: the run has no finished epoch to resume from; "
+                            f"start it again without --resume")
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as exc:
+            raise UserError(f"cannot read checkpoint {path} ({type(exc).__name__}); it is damaged or not a "
+                            f"cnnlab checkpoint") from None
+
+    def weights_metadata(self, name: str = BEST) -> dict[str, str]:
+        """The string metadata stored in a safetensors file (classes, image shape, normalization)."""
+        path = self.path / name
+        if not path.is_file():
+            raise UserError(f"{path} does not exist; is {self.path} a cnnlab run directory with trained weights?")
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                return dict(fh.metadata() or {})
+        except Exception as exc:
+            raise UserError(f"cannot read weights {path} ({type(exc).__name__}); the file is damaged") from None
+
+    def load_weights(self, name: str = BEST) -> dict[str, torch.Tensor]:
+        path = self.path / name
+        if not path.is_file():
+            raise UserError(f"{path} does not exist; is {self.path} a cnnlab run directory with trained weights?")
+        try:
+            return load_file(str(path))
+        except Exception as exc:
+            raise UserError(f"cannot read weights {path} ({type(exc).__name__}); the file is damaged") from None
+
+
+def _fmt(value: Any) -> Any:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return value
+
+
+def _parse(text: str) -> Any:
+    if text == "":
+        return float("nan")
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    if text in ("True", "False"):
+        return text == "True"
+    return text
+
+
+def git_commit() -> str:
+    """The commit of the cnnlab source tree ('+dirty' when it has uncommitted changes), or 'unknown'."""
+    src = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=src,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def environment(threads: int, device: torch.device, world_size: int = 1) -> dict[str, Any]:
+    """What a reader needs to reproduce or compare a run's timing."""
+    import torchvision
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    env = {"python": sys.version.split()[0], "torch": torch.__version__, "torchvision": torchvision.__version__,
+           "platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "threads": threads,
+           "device": str(device), "world_size": world_size, "git_commit": git_commit(),
+           "command": sys.argv}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+        env["cuda"] = torch.version.cuda
+    return env

@@ -1,0 +1,68 @@
+"""Typed config: YAML, dotted overrides, validation with suggestions."""
+
+import pytest
+
+from cnnlab import config
+from cnnlab.errors import UserError
+
+
+def test_defaults_resolve():
+    cfg = config.resolve()
+    assert cfg.model.name == "cnn4" and cfg.optim.name == "rmsprop" and cfg.train.batch_size == 512
+
+
+def test_yaml_then_overrides(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("model: {name: cnn4, batchnorm: true}\ntrain: {epochs: 3, precision: bf16}\n")
+    cfg = config.resolve(f, dict([config.parse_override("train.epochs=7"),
+                                  config.parse_override("model.dropout=[0.1, 0.2, 0.3]"),
+                                  config.parse_override("data.augment.flip=true")]))
+    assert cfg.train.epochs == 7 and cfg.train.precision == "bf16"
+    assert cfg.model.args == {"batchnorm": True, "dropout": [0.1, 0.2, 0.3]}
+    assert cfg.data.augment.flip is True
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = config.resolve(None, {"model.name": "mlp", "model.hidden": 64, "optim.lr": 0.01})
+    f = tmp_path / "out.yaml"
+    f.write_text(cfg.to_yaml())
+    assert config.differences(config.resolve(f), cfg, exempt=set()) == []
+
+
+def test_unknown_key_suggests_nearest():
+    with pytest.raises(UserError, match=r"unknown config key 'train.epoch' \(did you mean 'train.epochs'\?\)"):
+        config.resolve(None, {"train.epoch": 3})
+    with pytest.raises(UserError, match=r"'optim.lrr'.*'optim.lr'"):
+        config.resolve(None, {"optim.lrr": 3})
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("train.epochs", 0, "'train.epochs' must be greater than 0"),
+    ("train.epochs", -2, "'train.epochs' must be greater than 0"),
+    ("train.batch_size", 0, "'train.batch_size' must be greater than 0"),
+    ("train.batch_size", "big", "'train.batch_size' must be int"),
+    ("train.batch_size", 1.5, "'train.batch_size' must be int"),
+    ("train.precision", "fp16", "'train.precision' must be one of fp32, bf16"),
+    ("optim.name", "adamm", r"unknown optimizer 'adamm' \(did you mean 'adam'\?\); valid optimizers:"),
+    ("schedule.name", "cosin", r"unknown schedule 'cosin'.*valid schedules: constant"),
+    ("model.name", "resnet", "unknown model 'resnet'"),
+    ("train.label_smoothing", 1.0, "label_smoothing"),
+])
+def test_invalid_values(key, value, message):
+    with pytest.raises(UserError, match=message):
+        config.resolve(None, {key: value})
+
+
+def test_bad_yaml_names_file(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("train: {epochs: [1,\n")
+    with pytest.raises(UserError, match=r"bad.yaml is not valid YAML"):
+        config.resolve(f)
+    with pytest.raises(UserError, match=r"missing.yaml does not exist"):
+        config.resolve(tmp_path / "missing.yaml")
+
+
+def test_override_syntax():
+    with pytest.raises(UserError, match="section.key=value"):
+        config.parse_override("train.epochs")
+    assert config.parse_override("optim.lr=1e-3") == ("optim.lr", 1e-3)

@@ -1,0 +1,120 @@
+"""Whole training runs on small data: run directory, resume, divergence, ablation grids."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cnnlab import ablate, config, evaluate, train
+from cnnlab.engine import Callback, TrainingDiverged
+from cnnlab.errors import UserError
+
+
+class InterruptAt(Callback):
+    """Simulates Ctrl-C when epoch `epoch` (0-based) starts."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_start(self, trainer, epoch):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_run_directory_contract(tiny_overrides, tmp_path):
+    cfg = config.resolve(None, {**tiny_overrides, "out": str(tmp_path / "run")})
+    result = train(cfg)
+    s = result.summary
+    for key in ("model", "epochs", "best_val_accuracy", "test_accuracy", "train_seconds", "params", "seed",
+                "git_commit", "torch_version"):
+        assert key in s
+    assert 0 <= s["test_accuracy"] <= 1 and s["epochs"] == 2
+    assert s["test_accuracy"] > 0.3  # the fake classes are easy: learning happened
+    for name in ("config.yaml", "metrics.csv", "curves.png", "best.safetensors", "checkpoint.pt",
+                 "environment.json", "confusion_matrix.png", "evaluation.json"):
+        assert (tmp_path / "run" / name).is_file(), name
+    assert len((tmp_path / "run" / "metrics.csv").read_text().strip().splitlines()) == 3
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert ckpt["fit"]["epoch"] == 2
+    ev = evaluate(tmp_path / "run")
+    assert ev["test_accuracy"] == pytest.approx(s["test_accuracy"])
+    assert len(ev["per_class_accuracy"]) == 10 and sum(map(sum, ev["confusion_matrix"])) == 200
+
+
+def test_resume_equals_uninterrupted_run(tiny_overrides, tmp_path):
+    common = {**tiny_overrides, "train.epochs": 3, "model.dropout": [0.2, 0.2, 0.3],
+              "data.augment.translate": 2, "data.augment.flip": True, "schedule.name": "cosine"}
+    full = train(config.resolve(None, {**common, "out": str(tmp_path / "full")}))
+
+    cfg = config.resolve(None, {**common, "out": str(tmp_path / "cut")})
+    with pytest.raises(UserError, match="interrupted after 1 finished epochs; continue with"):
+        train(cfg, callbacks=[InterruptAt(1)])
+    assert not (tmp_path / "cut" / "summary.json").exists()
+    resumed = train(config.resolve(None, {**common, "out": str(tmp_path / "cut")}), resume=tmp_path / "cut")
+
+    a, b = load_file(tmp_path / "full" / "best.safetensors"), load_file(tmp_path / "cut" / "best.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.summary["test_accuracy"] == full.summary["test_accuracy"]
+    drop = {"epoch_seconds", "images_per_second"}
+    rows = lambda d: [{k: v for k, v in r.items() if k not in drop}  # noqa: E731
+                      for r in json.loads(json.dumps(torch.load(d / "checkpoint.pt", weights_only=True)["fit"]["history"]))]
+    assert rows(tmp_path / "full") == rows(tmp_path / "cut")
+
+
+def test_resume_with_a_different_config_is_refused(tiny_overrides, tmp_path):
+    cfg = config.resolve(None, {**tiny_overrides, "out": str(tmp_path / "r")})
+    with pytest.raises(UserError):
+        train(cfg, callbacks=[InterruptAt(1)])
+    changed = config.resolve(None, {**tiny_overrides, "out": str(tmp_path / "r"), "optim.lr": 0.1})
+    with pytest.raises(UserError, match=r"cannot resume .*config differs \(optim.lr: 0.003 -> 0.1\)"):
+        train(changed, resume=tmp_path / "r")
+
+
+def test_existing_run_is_not_overwritten(tiny_overrides, tmp_path):
+    cfg = config.resolve(None, {**tiny_overrides, "out": str(tmp_path / "r"), "train.epochs": 1})
+    train(cfg)
+    before = (tmp_path / "r" / "summary.json").read_text()
+    with pytest.raises(UserError, match="already holds a run"):
+        train(config.resolve(None, {**tiny_overrides, "out": str(tmp_path / "r"), "train.epochs": 1}))
+    assert (tmp_path / "r" / "summary.json").read_text() == before
+
+
+class ExplodeAfter(Callback):
+    """Makes the learning rate absurd once epoch 1 is done, so epoch 2 diverges."""
+
+    def on_epoch_start(self, trainer, epoch):
+        if epoch == 1:
+            for g in trainer.optimizer.param_groups:
+                g["base_lr"] = 1e30
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_overrides, tmp_path):
+    cfg = config.resolve(None, {**tiny_overrides, "out": str(tmp_path / "r"), "train.epochs": 3, "optim.name": "sgd"})
+    with pytest.raises(TrainingDiverged, match=r"loss became (nan|inf).*kept the last good checkpoint .*epoch 1\)"):
+        train(cfg, callbacks=[ExplodeAfter()])
+    ckpt = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
+    assert ckpt["fit"]["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    assert not (tmp_path / "r" / "summary.json").exists()
+
+
+def test_ablation_grid_compares_and_skips_finished_runs(tiny_overrides, tmp_path, capsys):
+    base = config.apply_overrides({}, {k: v for k, v in tiny_overrides.items() if not k.startswith("model.")})
+    grid = {"name": "tiny", "base": {**base, "train": {**base["train"], "epochs": 1}},
+            "runs": [{"name": "fc", "set": {"model.name": "mlp", "model.hidden": 32}, "reference": "36 %"},
+                     {"name": "cnn", "set": {"model.widths": [8, 16], "model.fc_width": 32}}],
+            "grid": {"train.seed": [0, 1]}}
+    import yaml
+    f = tmp_path / "grid.yaml"
+    f.write_text(yaml.safe_dump(grid))
+    out = ablate(f, tmp_path / "abl")
+    md = (out / "comparison.md").read_text()
+    assert md.count("| fc-seed=") == 2 and md.count("| cnn-seed=") == 2
+    assert "model.name=mlp" in md and "train.seed=1" in md and "36 %" in md
+    assert (out / "comparison.png").is_file()
+    rows = (out / "comparison.csv").read_text().splitlines()
+    assert len(rows) == 5 and all("finished" in r for r in rows[1:])
+    capsys.readouterr()
+    ablate(f, tmp_path / "abl")
+    assert capsys.readouterr().out.count("finished, skipped") == 4

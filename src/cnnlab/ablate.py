@@ -4,7 +4,7 @@ A grid file holds a ``base`` config and the variations, as an explicit list (``r
 product (``grid``), or both (each listed run crossed with the product):
 
     name: course-task1
-    base: {model: {name: cnn4}, optim: {name: rmsprop, lr: 0.001}}
+    base: {model: {name: cnn4}, optim: {name: rmsprop, lr: 0.001}}   # or a config file: base: fast94.yaml
     runs:
       - name: cnn-bn
         set: {model.batchnorm: true}
@@ -48,6 +48,22 @@ def _nested(overrides: dict[str, Any]) -> dict[str, Any]:
     return config_mod.apply_overrides({}, config_mod.flatten(overrides))
 
 
+def _base(base: Any, grid_file: Path) -> dict[str, Any]:
+    """The grid's base config: a mapping, or the path of a config file (relative to the grid file or cwd)."""
+    if base is None:
+        return {}
+    if isinstance(base, str):
+        candidates = [grid_file.parent / base, Path(base)]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise UserError(f"base config '{base}' of grid file {grid_file} does not exist; give a path relative "
+                            f"to the grid file or the current folder")
+        return config_mod.load_yaml(found)
+    if not isinstance(base, dict):
+        raise UserError(f"'base' in grid file {grid_file} must be a config mapping or a config file path")
+    return base
+
+
 def plan(grid_file: str | Path, out: str | Path | None = None, *, max_epochs: float | None = None,
          max_minutes: float | None = None, overrides: dict[str, Any] | None = None) -> tuple[str, Path,
                                                                                              list[PlannedRun]]:
@@ -75,7 +91,7 @@ def plan(grid_file: str | Path, out: str | Path | None = None, *, max_epochs: fl
             settings.update(dict(zip(grid.keys(), combo)))
             suffix = "-".join(f"{k.split('.')[-1]}={v}" for k, v in zip(grid.keys(), combo))
             run_name = "-".join(p for p in (str(item.get("name", f"run{i + 1}")), suffix) if p)
-            data = config_mod.merge(spec.get("base") or {}, _nested(settings))
+            data = config_mod.merge(_base(spec.get("base"), Path(grid_file)), _nested(settings))
             data = config_mod.apply_overrides(data, overrides or {})
             try:
                 cfg = config_mod.resolve(base=data)
@@ -155,7 +171,7 @@ def write_comparison(name: str, out_dir: Path, planned: list[PlannedRun], failur
                                              ("partial" if history else "not run"))
         rows.append({
             "run": p.name,
-            "settings": ", ".join(f"{k}={flat.get(k)}" for k in keys),
+            "settings": ", ".join(f"{k}={flat[k]}" for k in keys if k in flat),
             "best_val_accuracy": summary.get("best_val_accuracy"),
             "test_accuracy": summary.get("test_accuracy"),
             "epochs": summary.get("epochs", len(history) or None),

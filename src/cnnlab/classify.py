@@ -6,6 +6,7 @@ in those layers.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -25,6 +26,7 @@ from .config import Config
 from .data.augment import BatchAugment
 from .data.loader import TensorBatches, steps_per_epoch
 from .engine import Callback, Trainer, TrainingDiverged, distributed, predict
+from .engine.averaging import Lookahead
 from .engine.device import configure_threads, select_device
 from .engine.metrics import confusion_matrix, per_class_accuracy
 from .engine.optim import LrSchedule, build_optimizer
@@ -71,6 +73,14 @@ def make_batches(cfg: Config, data: data_mod.ClassificationData, device: torch.d
     val = TensorBatches(data.val_images, data.val_labels, t.eval_batch_size, **common)
     test = TensorBatches(data.test_images, data.test_labels, t.eval_batch_size, **common)
     return train, val, test
+
+
+def effective_optim(cfg: Config):
+    """The optimizer settings with lr scaled to the batch size when the recipe gives lr per lr_batch_size."""
+    o = cfg.optim
+    if o.lr_batch_size is None:
+        return o
+    return dataclasses.replace(o, lr=o.lr * cfg.train.batch_size / o.lr_batch_size)
 
 
 # ----------------------------------------------------------------------------------------------- callbacks
@@ -181,12 +191,17 @@ def train(cfg: Config, *, resume: str | Path | None = None, callbacks: Sequence[
 
     train_batches, val_batches, test_batches = make_batches(cfg, data, device)
     epoch_steps = steps_per_epoch(train_batches, cfg.train.epochs)
-    optimizer = build_optimizer(model, cfg.optim)
+    optimizer = build_optimizer(model, effective_optim(cfg))
     schedule = LrSchedule(optimizer, cfg.schedule, steps_per_epoch=len(train_batches), total_steps=sum(epoch_steps),
                           keras_decay=cfg.optim.decay)
     has_val = len(data.val_labels) > 0
-    extra = list(model.training_callbacks(cfg)) if hasattr(model, "training_callbacks") else []
     t = cfg.train
+    extra = list(model.training_callbacks(cfg)) if hasattr(model, "training_callbacks") else []
+    if t.lookahead.every:
+        extra.append(Lookahead(t.lookahead, len(train_batches)))
+    train_module = distributed.wrap(model, device)
+    if t.compile:
+        train_module = torch.compile(train_module)
     trainer = Trainer(model, optimizer, schedule, device=device, precision=t.precision,
                       channels_last=t.channels_last, label_smoothing=t.label_smoothing, grad_clip=t.grad_clip,
                       ema_decay=t.ema.decay, ema_every=t.ema.every,
@@ -194,7 +209,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, callbacks: Sequence[
                       callbacks=[*extra, RunRecorder(run, has_val, weights_metadata(data)), EpochPrinter(),
                                  *callbacks],
                       time_budget_s=t.time_budget_minutes * 60 if t.time_budget_minutes else None,
-                      train_module=distributed.wrap(model, device))
+                      train_module=train_module)
     if resume is not None:
         trainer.load_state_dict(run.load_checkpoint(device))
         print(f"resuming {run} after epoch {trainer.state.epoch}", flush=True)

@@ -70,6 +70,9 @@ class OptimConfig:
     name: str = "rmsprop"
     """sgd | rmsprop | adam | adamw | muon (see engine/optim.py)."""
     lr: float = 1e-3
+    lr_batch_size: int | None = None
+    """When set, lr is per this many examples: the lr used is lr x train.batch_size / lr_batch_size (weight
+    decay, being multiplied by lr, follows), so a recipe keeps its behaviour when the batch size changes."""
     momentum: float = 0.0
     nesterov: bool = False
     weight_decay: float = 0.0
@@ -79,6 +82,13 @@ class OptimConfig:
     """RMSprop smoothing constant (Keras' rho = 0.9; PyTorch's default would be 0.99)."""
     eps: float = 1e-7
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    muon_lr: float | None = None
+    """muon: learning rate of the orthogonalized matrix updates (None = lr); other parameters use SGD at lr."""
+    muon_momentum: float = 0.6
+    muon_ns_steps: int = 3
+    """Newton-Schulz iterations per Muon update (3 suffices for conv filters, Keller Jordan's airbench)."""
+    muon_normalize: bool = False
+    """Rescale each Muon-updated weight to norm sqrt(out) before its step (for layers followed by BN)."""
 
 
 @dataclass
@@ -87,6 +97,8 @@ class ScheduleConfig:
     """constant | step | cosine | onecycle | linear | plateau (see engine/optim.py)."""
     warmup_epochs: float = 0.0
     """Linear warm-up from start_factor to 1 (cosine, linear, onecycle)."""
+    warmup_fraction: float = 0.0
+    """Warm-up as a fraction of all steps (used when larger than warmup_epochs); survives an epochs override."""
     start_factor: float = 0.0
     """Learning-rate fraction at the start of warm-up."""
     final_factor: float = 0.0
@@ -114,6 +126,18 @@ class EMAConfig:
 
 
 @dataclass
+class LookaheadConfig:
+    """Lookahead-style averaging (airbench): every `every` steps the weights are pulled into a running
+    average and replaced by it; the average's decay grows as decay_base**every * progress**decay_pow."""
+
+    every: int = 0
+    """0 = off."""
+    start_epochs: float = 3.0
+    decay_base: float = 0.95
+    decay_pow: float = 3.0
+
+
+@dataclass
 class TrainConfig:
     epochs: float = 10
     """Epochs; a fraction trains the last epoch partly (e.g. 9.9)."""
@@ -131,9 +155,12 @@ class TrainConfig:
     tta: str = "none"
     """Test-time augmentation for validation and test: none | flip | flip_translate."""
     ema: EMAConfig = field(default_factory=EMAConfig)
+    lookahead: LookaheadConfig = field(default_factory=LookaheadConfig)
+    compile: bool = False
+    """torch.compile the model (fuses norm/activation kernels; the first steps pay for compilation)."""
     grad_clip: float | None = None
     time_budget_minutes: float | None = None
-    """Stop after the epoch in which the training time passes this budget."""
+    """Stop training (mid-epoch if need be) once the training time reaches this budget; the run ends there."""
     progress: bool = True
     """Show a progress bar per epoch."""
 
@@ -387,7 +414,8 @@ def validate(cfg: Config) -> None:
             raise UserError(f"config field '{key}' must be greater than 0, got {value}")
     non_negative = {"data.val_size": d.val_size, "optim.weight_decay": o.weight_decay, "optim.decay": o.decay,
                     "optim.momentum": o.momentum, "data.augment.translate": d.augment.translate,
-                    "data.augment.cutout": d.augment.cutout, "schedule.warmup_epochs": s.warmup_epochs}
+                    "data.augment.cutout": d.augment.cutout, "schedule.warmup_epochs": s.warmup_epochs,
+                    "schedule.warmup_fraction": s.warmup_fraction}
     for key, value in non_negative.items():
         if value < 0:
             raise UserError(f"config field '{key}' must be 0 or more, got {value}")
@@ -399,6 +427,12 @@ def validate(cfg: Config) -> None:
         raise UserError(f"config field 'train.label_smoothing' must be in [0, 1), got {t.label_smoothing}")
     if not 0 <= t.ema.decay < 1:
         raise UserError(f"config field 'train.ema.decay' must be in [0, 1), got {t.ema.decay}")
+    if t.lookahead.every < 0:
+        raise UserError(f"config field 'train.lookahead.every' must be 0 (off) or more, got {t.lookahead.every}")
+    if o.lr_batch_size is not None and o.lr_batch_size <= 0:
+        raise UserError(f"config field 'optim.lr_batch_size' must be greater than 0, got {o.lr_batch_size}")
+    if o.muon_lr is not None and o.muon_lr <= 0:
+        raise UserError(f"config field 'optim.muon_lr' must be greater than 0, got {o.muon_lr}")
     if t.ema.every <= 0:
         raise UserError(f"config field 'train.ema.every' must be greater than 0, got {t.ema.every}")
     if t.time_budget_minutes is not None and t.time_budget_minutes <= 0:

@@ -84,7 +84,7 @@ class RunDir:
         """Make the folder (and parents) and check that it is writable, with a one-line error if not."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            probe = self.path / ".write-test"
+            probe = self.path / f".write-test-{os.getpid()}"
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:

@@ -38,6 +38,9 @@ class Callback:
 
     def on_step_end(self, trainer: Trainer) -> None: ...
 
+    def on_train_epoch_end(self, trainer: Trainer) -> None:
+        """After the epoch's last step, before validation."""
+
     def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None: ...
 
     def on_fit_end(self, trainer: Trainer) -> None: ...
@@ -183,6 +186,10 @@ class Trainer:
                     progress(i + 1, float(loss_sum) / seen, float(correct) / seen, seen / max(elapsed, 1e-9))
             for cb in self.callbacks:
                 cb.on_step_end(self)
+            if self.time_budget_s is not None and \
+                    self.state.train_seconds + time.perf_counter() - start >= self.time_budget_s:
+                self.stop_requested = f"time budget of {self.time_budget_s / 60:g} minutes reached"
+                break
         totals = distributed.all_reduce_sum([float(loss_sum), float(correct), float(seen)], self.device)
         seconds = time.perf_counter() - start
         if not math.isfinite(totals[0]):
@@ -214,6 +221,8 @@ class Trainer:
             finally:
                 if bar:
                     bar.close()
+            for cb in self.callbacks:
+                cb.on_train_epoch_end(self)
             self.state.train_seconds += stats["seconds"]
             val = self.predict(val_batches) if val_batches is not None and len(val_batches.labels) else None
             self.state.epoch = epoch + 1
@@ -229,8 +238,6 @@ class Trainer:
             self.state.history.append(row)
             for cb in self.callbacks:
                 cb.on_epoch_end(self, row)
-            if self.time_budget_s is not None and self.state.train_seconds >= self.time_budget_s:
-                self.state.stop_reason = f"time budget of {self.time_budget_s / 60:g} minutes reached"
             if self.stop_requested:
                 self.state.stop_reason = self.stop_requested
             if self.state.stop_reason:

@@ -48,57 +48,79 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
 
 
 class MuonWithAuxSGD(torch.optim.Optimizer):
-    """Muon (torch.optim.Muon) for matrix-shaped weights, Nesterov SGD for everything else.
+    """torch.optim.Muon for matrix-shaped weights, SGD (cfg.momentum, cfg.nesterov) for everything else.
 
-    Muon orthogonalizes 2-D updates, so conv filters are viewed as [out, in*kh*kw] matrices; biases, norms
-    and any group marked ``{"muon": False}`` (e.g. the classifier head) go to SGD.
+    Muon orthogonalizes each 2-D update. A conv filter bank [out, in, kh, kw] is handed to it as an
+    [out, in*kh*kw] *view* (in channels_last layout, [out, kh*kw*in]: a column permutation, which commutes
+    with orthogonalization), so its in-place steps land in the conv weight itself. Biases, norms and
+    groups marked ``{"muon": False}`` (e.g. a classifier head) go to SGD.
     """
 
     def __init__(self, groups: list[dict[str, Any]], cfg: OptimConfig):
         muon_groups, sgd_groups = [], []
         for g in groups:
-            matrix = [p for p in g["params"] if p.ndim >= 2 and g.get("muon", True)]
-            other = [p for p in g["params"] if not (p.ndim >= 2 and g.get("muon", True))]
+            use_muon = g.get("muon", True)
             extra = {k: v for k, v in g.items() if k not in ("params", "muon")}
+            matrix = [p for p in g["params"] if use_muon and p.ndim >= 2]
+            other = [p for p in g["params"] if not (use_muon and p.ndim >= 2)]
             if matrix:
                 muon_groups.append({**extra, "params": matrix})
             if other:
                 sgd_groups.append({**extra, "params": other})
-        self._flat_views: dict[torch.Tensor, torch.Tensor] = {}
-        self.muon = torch.optim.Muon([{**g, "params": [self._matrix(p) for p in g["params"]]} for g in muon_groups],
-                                     lr=cfg.lr, momentum=cfg.momentum or 0.95, nesterov=True,
-                                     weight_decay=cfg.weight_decay, adjust_lr_fn="match_rms_adamw") \
-            if muon_groups else None
-        self.sgd = torch.optim.SGD(sgd_groups, lr=cfg.lr, momentum=cfg.momentum or 0.9, nesterov=True,
+        self.normalize = cfg.muon_normalize
+        self._views: list[tuple[torch.Tensor, nn.Parameter]] = []
+        muon_lr = cfg.muon_lr or cfg.lr
+        self.muon = torch.optim.Muon(
+            [{**g, "params": [self._matrix_view(p) for p in g["params"]]} for g in muon_groups], lr=muon_lr,
+            momentum=cfg.muon_momentum, nesterov=True, ns_steps=cfg.muon_ns_steps,
+            weight_decay=0.0 if cfg.muon_normalize else cfg.weight_decay) if muon_groups else None
+        self.sgd = torch.optim.SGD(sgd_groups, lr=cfg.lr, momentum=cfg.momentum,
+                                   nesterov=cfg.nesterov and cfg.momentum > 0,
                                    weight_decay=cfg.weight_decay) if sgd_groups else None
-        all_groups = (self.muon.param_groups if self.muon else []) + (self.sgd.param_groups if self.sgd else [])
-        # Optimizer bookkeeping for schedules: expose the union of both optimizers' groups.
-        self.param_groups = all_groups
+        self.optimizers = [o for o in (self.muon, self.sgd) if o is not None]
+        # The schedule and checkpoints see the union of both optimizers' groups.
+        self.param_groups = [g for o in self.optimizers for g in o.param_groups]
         self.defaults = {"lr": cfg.lr}
         self.state = {}  # type: ignore[assignment]
 
-    def _matrix(self, p: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _as_matrix(t: torch.Tensor) -> torch.Tensor:
+        if t.ndim == 2:
+            return t
+        if not t.is_contiguous() and t.ndim == 4 and t.is_contiguous(memory_format=torch.channels_last):
+            return t.permute(0, 2, 3, 1).reshape(t.shape[0], -1)
+        return t.reshape(t.shape[0], -1)
+
+    def _matrix_view(self, p: nn.Parameter) -> torch.Tensor:
         if p.ndim == 2:
             return p
-        # A view shares storage with the conv weight; its .grad is refreshed before each step.
-        view = p.data.view(p.shape[0], -1)
+        view = self._as_matrix(p.data)
+        if view.data_ptr() != p.data.data_ptr() or view._base is None:
+            raise ValueError(f"cannot view a parameter of shape {tuple(p.shape)} as a matrix in place")
         view.requires_grad_(True)
-        self._flat_views[view] = p
+        self._views.append((view, p))
         return view
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
-        for view, p in self._flat_views.items():
-            view.grad = None if p.grad is None else p.grad.view(p.shape[0], -1)
-        if self.muon:
-            self.muon.step()
-        if self.sgd:
-            self.sgd.step()
+        for view, p in self._views:
+            view.grad = None if p.grad is None else self._as_matrix(p.grad)
+        if self.muon is not None and self.normalize:
+            for group in self.muon.param_groups:
+                for w in group["params"]:
+                    w.mul_(w.shape[0] ** 0.5 / w.norm().clamp(min=1e-12))
+        for opt in self.optimizers:
+            opt.step()
 
     def zero_grad(self, set_to_none: bool = True):  # type: ignore[override]
-        for opt in (self.muon, self.sgd):
-            if opt:
-                opt.zero_grad(set_to_none=set_to_none)
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
+        for view, p in self._views:  # the conv weights' own gradients, which the views only mirror
+            view.grad = None
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
 
     def state_dict(self):  # type: ignore[override]
         return {"muon": self.muon.state_dict() if self.muon else None,
@@ -124,7 +146,8 @@ class LrSchedule:
         warmup = cfg.warmup_epochs
         if cfg.name == "onecycle" and warmup == 0:
             warmup = 0.3 * self.total_steps / self.steps_per_epoch  # torch's OneCycleLR default pct_start
-        self.warmup_steps = int(round(warmup * self.steps_per_epoch))
+        self.warmup_steps = max(int(round(warmup * self.steps_per_epoch)),
+                                int(round(cfg.warmup_fraction * self.total_steps)))
         self.step_count = 0
         self.plateau_scale = 1.0
         self.best: float | None = None
@@ -181,7 +204,8 @@ class LrSchedule:
 
     @property
     def lr(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
+        """The configured optim.lr at this step (groups may scale it, e.g. biases x 64)."""
+        return self.optimizer.defaults["lr"] * self.factor(self.step_count)
 
     def state_dict(self) -> dict[str, Any]:
         return {"step_count": self.step_count, "plateau_scale": self.plateau_scale, "best": self.best,

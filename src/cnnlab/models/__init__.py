@@ -3,7 +3,7 @@
 Importing this package registers every built-in network.
 """
 
-from . import classic  # noqa: F401  (registers mlp, cnn4)
+from . import backbones, classic, fast  # noqa: F401  (registers every network)
 from .registry import arguments, create, list_models, register
 
 __all__ = ["arguments", "create", "list_models", "register"]

@@ -124,9 +124,11 @@ def test_muon_updates_conv_filters_in_place_with_orthogonal_steps(channels_last)
     assert conv.weight.grad is None
 
 
-def test_fast_recipe_trains_end_to_end(fake_cifar_root, tmp_path):
-    """configs/fast94.yaml on the small fake data with a small width: every mechanism runs together."""
-    cfg = config.resolve(CONFIGS / "fast94.yaml", {
+@pytest.mark.parametrize("recipe", ["fast94-sgd", "fast94"])
+def test_fast_recipe_trains_end_to_end(recipe, fake_cifar_root, tmp_path):
+    """The recipes on the small fake data with a small width: every mechanism runs together
+    (SGD + lookahead; Muon + progressive resizing)."""
+    cfg = config.resolve(CONFIGS / f"{recipe}.yaml", {
         "data.root": str(fake_cifar_root), "data.download": False, "model.widths": [8, 16, 16],
         "train.epochs": 12, "train.batch_size": 50, "train.lookahead.start_epochs": 3,
         "model.whiten_bias_epochs": 2, "train.progress": False, "out": str(tmp_path / "fast")})
@@ -136,6 +138,6 @@ def test_fast_recipe_trains_end_to_end(fake_cifar_root, tmp_path):
 
 
 def test_fast_configs_resolve():
-    for name in ("fast89", "fast93", "fast94", "fast94-muon"):
+    for name in ("fast89", "fast93", "fast94", "fast94-sgd", "fast94-muon"):
         cfg = config.resolve(CONFIGS / f"{name}.yaml")
         assert cfg.model.name == "fastnet" and cfg.data.val_size == 0 and cfg.train.precision == "bf16"

@@ -43,7 +43,7 @@ def test_run_directory_contract(tiny_overrides, tmp_path):
 
 
 def test_resume_equals_uninterrupted_run(tiny_overrides, tmp_path):
-    common = {**tiny_overrides, "train.epochs": 3, "model.dropout": [0.2, 0.2, 0.3],
+    common = {**tiny_overrides, "train.epochs": 3, "model.dropout": [0.2, 0.2, 0.3], "train.deterministic": True,
               "data.augment.translate": 2, "data.augment.flip": True, "schedule.name": "cosine"}
     full = train(config.resolve(None, {**common, "out": str(tmp_path / "full")}))
 

@@ -69,7 +69,8 @@ def make_batches(cfg: Config, data: data_mod.ClassificationData, device: torch.d
     common = dict(mean=data.mean, std=data.std, device=device, channels_last=t.channels_last)
     train = TensorBatches(data.train_images, data.train_labels, t.batch_size, shuffle=True, seed=t.seed,
                           augment=BatchAugment(cfg.data.augment, data.image_shape[-1], seed=t.seed),
-                          rank=distributed.rank(), world_size=distributed.world_size(), **common)
+                          rank=distributed.rank(), world_size=distributed.world_size(),
+                          low_res=(cfg.data.low_res_size, cfg.data.low_res_epochs), **common)
     val = TensorBatches(data.val_images, data.val_labels, t.eval_batch_size, **common)
     test = TensorBatches(data.test_images, data.test_labels, t.eval_batch_size, **common)
     return train, val, test
@@ -177,6 +178,10 @@ def train(cfg: Config, *, resume: str | Path | None = None, callbacks: Sequence[
     device = select_device(cfg.train.device, distributed.local_rank())
     distributed.init(device)
     threads = configure_threads(cfg.train.threads, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if cfg.train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
     if distributed.is_main():
         run.write_text(runs.CONFIG, cfg.to_yaml())
         run.write_json(runs.ENVIRONMENT, runs.environment(threads, device, distributed.world_size()))

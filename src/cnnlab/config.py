@@ -56,6 +56,10 @@ class DataConfig:
     limit_train: int | None = None
     """Train on the first N training images only (after the validation split); None = all."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    low_res_size: int = 0
+    """Progressive resizing: train the first `low_res_epochs` epochs on images downscaled to this side
+    (0 = off). Compute scales with the pixel count, so early epochs get cheaper; the last ones see full size."""
+    low_res_epochs: int = 0
 
 
 @dataclass
@@ -163,6 +167,8 @@ class TrainConfig:
     """Stop training (mid-epoch if need be) once the training time reaches this budget; the run ends there."""
     progress: bool = True
     """Show a progress bar per epoch."""
+    deterministic: bool = False
+    """Deterministic kernels (bit-identical reruns on a GPU; a little slower). CPU runs are deterministic anyway."""
 
 
 @dataclass
@@ -415,7 +421,8 @@ def validate(cfg: Config) -> None:
     non_negative = {"data.val_size": d.val_size, "optim.weight_decay": o.weight_decay, "optim.decay": o.decay,
                     "optim.momentum": o.momentum, "data.augment.translate": d.augment.translate,
                     "data.augment.cutout": d.augment.cutout, "schedule.warmup_epochs": s.warmup_epochs,
-                    "schedule.warmup_fraction": s.warmup_fraction}
+                    "schedule.warmup_fraction": s.warmup_fraction, "data.low_res_size": d.low_res_size,
+                    "data.low_res_epochs": d.low_res_epochs}
     for key, value in non_negative.items():
         if value < 0:
             raise UserError(f"config field '{key}' must be 0 or more, got {value}")

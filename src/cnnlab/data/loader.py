@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 
 from .augment import BatchAugment
 
@@ -29,8 +30,10 @@ class TensorBatches:
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
                  mean: tuple[float, ...], std: tuple[float, ...], shuffle: bool = False,
                  augment: BatchAugment | None = None, seed: int = 0, device: torch.device | str = "cpu",
-                 channels_last: bool = False, rank: int = 0, world_size: int = 1):
+                 channels_last: bool = False, rank: int = 0, world_size: int = 1,
+                 low_res: tuple[int, int] | None = None):
         self.device = torch.device(device)
+        self.low_res = low_res if low_res and low_res[0] and low_res[1] else None
         # Keep the uint8 data on the compute device: one copy instead of one per batch.
         self.images = images.to(self.device)
         self.labels = labels.to(self.device)
@@ -71,7 +74,15 @@ class TensorBatches:
             images = self.images[dev_idx]
             if self.augment is not None:
                 images = self.augment(images, idx, epoch, gen)
-            yield self.normalize(images), self.labels[dev_idx]
+            x = self.normalize(images)
+            if self.low_res and epoch < self.low_res[1]:
+                x = self.downscale(x, self.low_res[0])
+            yield x, self.labels[dev_idx]
+
+    def downscale(self, x: torch.Tensor, size: int) -> torch.Tensor:
+        """Antialiased resize of a batch to size x size (progressive resizing)."""
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def __iter__(self):
         return self.epoch(0)

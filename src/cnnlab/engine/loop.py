@@ -78,12 +78,18 @@ def tta_views(x: torch.Tensor, mode: str) -> list[tuple[torch.Tensor, float]]:
     """
     if mode == "none":
         return [(x, 1.0)]
-    views = [(x, 0.5), (x.flip(-1), 0.5)]
+    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
+        else torch.contiguous_format
+
+    def same_layout(v: torch.Tensor) -> torch.Tensor:  # a strided view would fall off the fast conv path
+        return v.contiguous(memory_format=fmt)
+
+    views = [(x, 0.5), (same_layout(x.flip(-1)), 0.5)]
     if mode == "flip_translate":
         padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
         h, w = x.shape[-2:]
         up_left, down_right = padded[..., :h, :w], padded[..., 2:, 2:]
-        views = [(v, 0.25) for v, _ in views] + [(v, 0.125) for v in
+        views = [(v, 0.25) for v, _ in views] + [(same_layout(v), 0.125) for v in
                                                  (up_left, up_left.flip(-1), down_right, down_right.flip(-1))]
     return views
 
@@ -266,9 +272,9 @@ class Trainer:
         self.schedule.load_state_dict(state["schedule"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
-        torch.set_rng_state(state["rng"]["cpu"])
+        torch.set_rng_state(state["rng"]["cpu"].cpu())  # RNG states are CPU byte tensors whatever the device
         if "cuda" in state["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+            torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
         f = state["fit"]
         self.state = FitState(epoch=f["epoch"], best_val_accuracy=f["best_val_accuracy"],
                               best_epoch=f["best_epoch"], train_seconds=f["train_seconds"],

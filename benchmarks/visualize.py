@@ -3,7 +3,8 @@
     python benchmarks/visualize.py [--threads 2] [--repeats 5] [--batch 16]
 
 Grad-CAM is timed for EfficientNet-Lite0 (real weights) and ResNet-50 (random weights: only the time
-matters), three ways, in the same run and on the same images:
+matters), three ways, in the same run, on the same images and target classes (the predicted ones,
+computed once beforehand), so each way does one forward and one backward pass per image:
 - plain: the grad-cam package used the plain way, one image at a time, a new GradCAM object per image;
 - cnnlab fp32: cnnlab's Attributor (one hooked CAM object, images in batches of --batch);
 - cnnlab bf16: the same with bf16 autocast.
@@ -24,17 +25,16 @@ from cnnlab.visualize.attribution import Attributor
 from cnnlab.visualize.subject import default_cam_layer
 
 
-def plain_gradcam(model, layer, images):
+def plain_gradcam(model, layer, images, targets):
     from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    for x in images:
+    for x, t in zip(images, targets):
         with GradCAM(model=model, target_layers=[layer]) as cam:
-            cam(input_tensor=x.unsqueeze(0), targets=None)
+            cam(input_tensor=x.unsqueeze(0), targets=[ClassifierOutputTarget(int(t))])
 
 
-def cnnlab_gradcam(model, layer, images, batch, precision):
-    with torch.no_grad():
-        targets = torch.cat([model(images[i:i + batch]).argmax(1) for i in range(0, len(images), batch)])
+def cnnlab_gradcam(model, layer, images, targets, batch, precision):
     with Attributor(model, layer, ["gradcam"], precision) as attr:
         for i in range(0, len(images), batch):
             attr(images[i:i + batch], targets[i:i + batch])
@@ -56,11 +56,14 @@ def main() -> None:
         model = models.create(name, **kwargs).eval()
         subject = Subject(name, model, model.preprocess, model.class_names)
         layer = dict(model.named_modules())[default_cam_layer(subject, images[:1])]
-        plain, _ = median_time(lambda: plain_gradcam(model, layer, images), args.repeats)
+        with torch.no_grad():  # the predicted classes, once, outside the timings: both ways get the same targets
+            targets = model(images).argmax(1)
+        plain, _ = median_time(lambda: plain_gradcam(model, layer, images, targets), args.repeats)
         cases = [("plain grad-cam, 1 image at a time", plain)]
         for precision in ("fp32", "bf16"):
             for batch in (1, args.batch):
-                t, _ = median_time(lambda: cnnlab_gradcam(model, layer, images, batch, precision), args.repeats)
+                t, _ = median_time(lambda: cnnlab_gradcam(model, layer, images, targets, batch, precision),
+                                   args.repeats)
                 cases.append((f"cnnlab {precision}, batch {batch}", t))
         for label, seconds in cases:
             per = seconds / args.images

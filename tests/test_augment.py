@@ -78,3 +78,20 @@ def test_stratified_split_keeps_class_shares_and_is_seeded():
     assert torch.allclose(share, full, atol=0.011)
     assert torch.equal(val, stratified_split(labels, 100, seed=1)[1])
     assert not torch.equal(val, stratified_split(labels, 100, seed=2)[1])
+
+
+def test_progressive_resizing_downscales_only_the_first_epochs():
+    from cnnlab.data.loader import TensorBatches
+
+    images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
+    batches = TensorBatches(images, torch.arange(40) % 10, 20, mean=(0.5,) * 3, std=(0.25,) * 3, shuffle=True,
+                            channels_last=True, low_res=(24, 2))
+    sizes = [[tuple(x.shape[-2:]) for x, _ in batches.epoch(e)] for e in range(3)]
+    assert sizes == [[(24, 24)] * 2, [(24, 24)] * 2, [(32, 32)] * 2]
+    x, _ = next(batches.epoch(0))
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    full_size = TensorBatches(images, torch.arange(40) % 10, 20, mean=(0.5,) * 3, std=(0.25,) * 3, shuffle=True)
+    full, _ = next(full_size.epoch(0))
+    # the low-resolution batch is the full one resized (same images, same order), not other images
+    resized = torch.nn.functional.interpolate(full, size=(24, 24), mode="bilinear", antialias=True)
+    assert torch.allclose(x, resized, atol=1e-5)

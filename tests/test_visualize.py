@@ -237,3 +237,16 @@ def test_cli_attribution_and_filters(tmp_path, fake_cifar_root):
     assert_one_line_error(proc, "config.yaml is not an image file")
     proc = cnnlab("visualize", "classes", "--run", run, "--classes", "12", "--out", tmp_path / "c")
     assert_one_line_error(proc, "class index 12 is out of range")
+
+
+def test_octaves_and_pixel_parametrization_on_a_fully_convolutional_net(tmp_path):
+    """Large inputs: optimize small, upscale, continue; works for both parametrizations."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 5, padding=2), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 5, padding=2),
+                              torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 3))
+    subject = visualize.Subject("tiny-fcn", net.eval(), Preprocess(64, 64, (0.5,) * 3, (0.25,) * 3), ["a", "b", "c"])
+    for param in ("fourier", "pixel"):
+        settings = visualize.MaximizeSettings(steps=40, image_size=64, octaves=3, param=param, seed=1)
+        result = visualize.maximize(subject, "3", [0, 5], settings)
+        assert result.images.shape == (2, 3, 64, 64)
+        assert all(f > 2 * max(s, 1e-3) for s, f in zip(result.initial_activation, result.final_activation))

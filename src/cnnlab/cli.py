@@ -245,8 +245,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     subject = visualize.load_subject(run=args.run, model=args.model, weights=args.weights)
     out = args.out or f"runs/visualize-{args.kind}-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.kind == "layers":
-        example = torch_zeros(subject)
-        for name, shape in visualize.spatial_conv_layers(subject.model, example):
+        for name, shape in visualize.spatial_conv_layers(subject.model, subject.example_input()):
             print(f"{name:40s} {list(shape)}")
         return 0
     if args.kind in ("filters", "classes"):
@@ -279,13 +278,8 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     return 0
 
 
-def torch_zeros(subject):
-    import torch
-
-    return torch.zeros(1, 3, subject.input_size, subject.input_size)
-
-
-COMMANDS = {"train": cmd_train, "visualize": cmd_visualize, "evaluate": cmd_evaluate, "ablate": cmd_ablate, "models": cmd_models}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "ablate": cmd_ablate, "visualize": cmd_visualize,
+            "models": cmd_models}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

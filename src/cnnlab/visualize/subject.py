@@ -26,6 +26,10 @@ class Subject:
     def input_size(self) -> int:
         return self.preprocess.crop
 
+    def example_input(self) -> torch.Tensor:
+        """A blank input batch of one, at the model's input size (for shape probing)."""
+        return torch.zeros(1, 3, self.input_size, self.input_size)
+
     def module(self, layer: str) -> nn.Module:
         """The module called `layer`; an unknown name lists the valid conv layers."""
         modules = dict(self.model.named_modules())

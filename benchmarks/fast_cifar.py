@@ -102,8 +102,7 @@ def targets(args, out: Path) -> str:
 
 def ablation(args, out: Path) -> str:
     rows, base = [], None
-    for label, overrides in ABLATIONS.items():
-        index = list(ABLATIONS).index(label)
+    for index, (label, overrides) in enumerate(ABLATIONS.items()):
         # The full recipe's runs are the plain config's runs (shared with the targets section).
         names = [f"{args.ablate_config}-s{s}" if index == 0 else f"{args.ablate_config}-ablate-{index}-s{s}"
                  for s in args.ablate_seeds]

@@ -34,8 +34,8 @@ TINY = ["--model", "cnn4", "model.widths=[8,16]", "model.fc_width=32", "--val-si
 def test_end_to_end_on_real_cifar_slice(tmp_path):
     """The acceptance command on the first 2,000 real training images, then `evaluate`."""
     out = tmp_path / "run"
-    proc = cnnlab("train", "--model", "cnn4", "--epochs", "1", "--limit-train", "2000", "--seed", "0", "--out", out,
-                  "--no-progress", env={"CNNLAB_DATA": str(real_data_root())})
+    proc = cnnlab("train", "--model", "cnn4", "--epochs", "1", "--batch-size", "100", "--limit-train", "2000",
+                  "--seed", "0", "--out", out, "--no-progress", env={"CNNLAB_DATA": str(real_data_root())})
     assert proc.returncode == 0, proc.stderr
     assert "test accuracy" in proc.stdout and str(out) in proc.stdout
     s = json.loads((out / "summary.json").read_text())

@@ -3,6 +3,7 @@
 import pytest
 
 from cnnlab import config
+from cnnlab.classify import check_names
 from cnnlab.errors import UserError
 
 
@@ -42,15 +43,45 @@ def test_unknown_key_suggests_nearest():
     ("train.batch_size", 0, "'train.batch_size' must be greater than 0"),
     ("train.batch_size", "big", "'train.batch_size' must be int"),
     ("train.batch_size", 1.5, "'train.batch_size' must be int"),
-    ("train.precision", "fp16", "'train.precision' must be one of fp32, bf16"),
-    ("optim.name", "adamm", r"unknown optimizer 'adamm' \(did you mean 'adam'\?\); valid optimizers:"),
-    ("schedule.name", "cosin", r"unknown schedule 'cosin'.*valid schedules: constant"),
-    ("model.name", "resnet", "unknown model 'resnet'"),
+    ("train.precision", "fp16", "'train.precision' must be one of auto, fp32, bf16"),
+    ("train.channels_last", "maybe", "'train.channels_last' must be one of auto, true, false"),
+    ("train.budget_minutes", 0, "'train.budget_minutes' must be greater than 0 minutes, got 0"),
+    ("train.budget_minutes", -3, "'train.budget_minutes' must be greater than 0 minutes, got -3"),
     ("train.label_smoothing", 1.0, "label_smoothing"),
+    ("optim.name", "muon", "'optim.muon_lr' must be set when optim.name is muon"),
 ])
 def test_invalid_values(key, value, message):
     with pytest.raises(UserError, match=message):
         config.resolve(None, {key: value})
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("optim.name", "adamm", r"unknown optimizer 'adamm' \(did you mean 'adam'\?\); valid optimizers:"),
+    ("schedule.name", "cosin", r"unknown schedule 'cosin'.*valid schedules: constant"),
+    ("model.name", "resnet", "unknown model 'resnet'"),
+    ("model.widths_", [1, 2], "unknown argument 'model.widths_' for model 'cnn4' \\(did you mean 'widths'"),
+    ("data.dataset", "cifar100", "unknown dataset 'cifar100'"),
+])
+def test_unknown_names_are_checked_by_their_registries(key, value, message):
+    cfg = config.resolve(None, {key: value})  # types and ranges are fine: config knows no registry
+    with pytest.raises(UserError, match=message):
+        check_names(cfg)
+
+
+def test_config_imports_no_registry():
+    """Imports flow downward: config.py may not import data/, engine/ or models/ (they import it)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(config))
+    imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert not [m for m in imported if m.split(".")[0] in ("data", "engine", "models", "classify")], imported
+
+
+def test_switches_accept_booleans_and_words():
+    for value, expected in ((True, "true"), (False, "false"), ("yes", "true"), ("off", "false"), ("AUTO", "auto")):
+        assert config.resolve(None, {"train.channels_last": value}).train.channels_last == expected
+    assert config.resolve().train.precision == "auto" and config.resolve().train.channels_last == "auto"
 
 
 def test_bad_yaml_names_file(tmp_path):

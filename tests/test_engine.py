@@ -69,20 +69,56 @@ def test_keras_decay_and_schedule_shapes():
     for _ in range(50):
         s.step()
     assert s.lr == pytest.approx(1 / (1 + 1e-2 * 50))
+    assert opt.param_groups[0]["lr"] == pytest.approx(1 / (1 + 1e-2 * 50))  # the lr the optimizer reads
+    # schedules with an end reach their final factor at the last planned step (index total_steps - 1)
     cos = LrSchedule(torch.optim.SGD([p], lr=2.0), ScheduleConfig(name="cosine", final_factor=0.1),
-                     steps_per_epoch=10, total_steps=100)
+                     steps_per_epoch=10, total_steps=101)
     assert cos.factor(0) == pytest.approx(1.0) and cos.factor(100) == pytest.approx(0.1)
-    assert cos.factor(50) == pytest.approx(0.55)
+    assert cos.factor(50) == pytest.approx(0.55) and cos.factor(99) > 0.1
     step = LrSchedule(torch.optim.SGD([p], lr=1.0), ScheduleConfig(name="step", step_epochs=3, gamma=0.5),
                       steps_per_epoch=10, total_steps=100)
     assert [step.factor(i) for i in (0, 29, 30, 60)] == [1.0, 1.0, 0.5, 0.25]
     lin = LrSchedule(torch.optim.SGD([p], lr=1.0), ScheduleConfig(name="linear", warmup_epochs=2, start_factor=0.2),
-                     steps_per_epoch=10, total_steps=100)
-    assert lin.factor(0) == pytest.approx(0.2) and lin.factor(20) == pytest.approx(1.0)
-    assert lin.factor(60) == pytest.approx(0.5) and lin.factor(100) == pytest.approx(0.0)
+                     steps_per_epoch=10, total_steps=101)
+    assert lin.factor(20) == pytest.approx(1.0) and lin.factor(60) == pytest.approx(0.5)
+    assert lin.factor(100) == pytest.approx(0.0) and lin.factor(99) == pytest.approx(1 / 80)
     one = LrSchedule(torch.optim.SGD([p], lr=1.0), ScheduleConfig(name="onecycle"), steps_per_epoch=10,
                      total_steps=100)
     assert one.warmup_steps == 30 and one.factor(30) == pytest.approx(1.0) and one.factor(0) == 0.0
+    assert one.factor(99) == pytest.approx(0.0) and one.factor(98) > 0
+
+
+def test_warmup_ramps_linearly_from_start_factor():
+    p = nn.Parameter(torch.zeros(1))
+    for cfg in (ScheduleConfig(name="linear", warmup_epochs=1.5, start_factor=0.1, final_factor=0.5),
+                ScheduleConfig(name="cosine", warmup_fraction=0.15, start_factor=0.1, final_factor=0.5)):
+        s = LrSchedule(torch.optim.SGD([p], lr=3.0), cfg, steps_per_epoch=10, total_steps=100)
+        assert s.warmup_steps == 15
+        assert [s.factor(i) for i in (0, 5, 10, 15)] == pytest.approx([0.1, 0.4, 0.7, 1.0])
+        assert s.factor(99) == pytest.approx(0.5)
+        lrs = []
+        for _ in range(16):
+            lrs.append(s.optimizer.param_groups[0]["lr"])
+            s.step()
+        assert lrs[0] == pytest.approx(0.3) and lrs[15] == pytest.approx(3.0) and lrs == sorted(lrs)
+
+
+def test_lr_batch_size_scales_every_group_with_the_batch():
+    from cnnlab import config as config_mod
+    from cnnlab import models
+    from cnnlab.classify import effective_optim
+
+    cfg = config_mod.resolve(None, {"model.name": "fastnet", "model.widths": [8, 16, 16], "optim.name": "sgd",
+                                    "optim.lr": 106, "optim.lr_batch_size": 2000, "train.batch_size": 500,
+                                    "model.bias_lr_scale": 4, "optim.weight_decay": 0.01})
+    o = effective_optim(cfg)
+    assert o.lr == pytest.approx(26.5) and cfg.optim.lr == 106  # the config itself is untouched
+    model = models.create("fastnet", widths=[8, 16, 16], bias_lr_scale=4)
+    opt = build_optimizer(model, o)
+    assert opt.param_groups[0]["lr"] == pytest.approx(106.0)  # BN biases: 26.5 x 4
+    assert opt.param_groups[2]["lr"] == pytest.approx(26.5)
+    cfg.train.batch_size = 1000
+    assert effective_optim(cfg).lr == pytest.approx(53.0)
 
 
 def test_plateau_reduces_after_patience():
@@ -113,9 +149,28 @@ def test_tta_views_average_flips_and_shifts():
     views = tta_views(x, "flip_translate")
     assert len(views) == 6 and sum(w for _, w in views) == pytest.approx(1)
     assert torch.equal(views[2][0][..., 1:, 1:], x[..., :-1, :-1])  # up-left view: pixels moved down-right
-    # a model that is flip-invariant gives the same logits with and without TTA
-    model = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    from cnnlab.engine.loop import predict
-    plain = predict(model, [(x, torch.zeros(2, dtype=torch.long))], torch.device("cpu"), tta="none")
-    flip = predict(model, [(x, torch.zeros(2, dtype=torch.long))], torch.device("cpu"), tta="flip")
-    assert torch.allclose(plain.logits, flip.logits)
+
+
+def position_sensitive_model():
+    """Logits that change when the image is mirrored or shifted (unlike a global average)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
+
+
+def test_trainer_predict_applies_the_configured_test_time_views():
+    model = position_sensitive_model()
+    x = torch.randn(5, 3, 8, 8)
+    y = torch.zeros(5, dtype=torch.long)
+    batches = [(x, y)]
+    opt = build_optimizer(model, OptimConfig(name="sgd", lr=0.1))
+    sched = LrSchedule(opt, ScheduleConfig(), steps_per_epoch=1, total_steps=1)
+    plain = Trainer(model, opt, sched, device=torch.device("cpu")).predict(batches)
+    with torch.no_grad():
+        assert torch.allclose(plain.logits, model(x))
+        flip = Trainer(model, opt, sched, device=torch.device("cpu"), tta="flip").predict(batches)
+        assert torch.allclose(flip.logits, 0.5 * (model(x) + model(x.flip(-1))), atol=1e-6)
+        assert not torch.allclose(flip.logits, plain.logits, atol=1e-3)
+        full = Trainer(model, opt, sched, device=torch.device("cpu"), tta="flip_translate").predict(batches)
+        expected = sum(w * model(v) for v, w in tta_views(x, "flip_translate"))
+        assert torch.allclose(full.logits, expected, atol=1e-6)
+        assert not torch.allclose(full.logits, flip.logits, atol=1e-3)

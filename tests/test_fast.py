@@ -10,7 +10,7 @@ from cnnlab import config, models, train
 from cnnlab.config import LookaheadConfig, OptimConfig, ScheduleConfig
 from cnnlab.engine import Trainer
 from cnnlab.engine.averaging import Lookahead
-from cnnlab.engine.optim import LrSchedule, MuonWithAuxSGD, build_optimizer
+from cnnlab.engine.optim import LrSchedule, MuonWithAuxSGD, build_optimizer, orthogonalize
 from cnnlab.models.fast import whitening_filters
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -103,25 +103,68 @@ def test_lookahead_pulls_weights_into_their_average():
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_muon_updates_conv_filters_in_place_with_orthogonal_steps(channels_last):
+def test_muon_steps_each_conv_filter_by_the_orthogonalized_gradient_matrix(channels_last):
     torch.manual_seed(0)
     conv = nn.Conv2d(8, 16, 3, bias=True)
     if channels_last:
         conv = conv.to(memory_format=torch.channels_last)
     opt = build_optimizer(conv, OptimConfig(name="muon", lr=0.1, muon_lr=0.05, momentum=0.0, muon_momentum=0.0,
                                             muon_ns_steps=5))
-    assert isinstance(opt, MuonWithAuxSGD) and opt.muon is not None and opt.sgd is not None
-    before = conv.weight.detach().clone()
-    x = torch.randn(4, 8, 10, 10)
-    conv(x).square().mean().backward()
+    assert isinstance(opt, MuonWithAuxSGD) and [g["muon"] for g in opt.param_groups] == [True, False]
+    before_w, before_b = conv.weight.detach().clone(), conv.bias.detach().clone()
+    conv(torch.randn(4, 8, 10, 10)).square().mean().backward()
+    grad_w, grad_b = conv.weight.grad.clone(), conv.bias.grad.clone()
     opt.step()
-    delta = (before - conv.weight.detach())
-    matrix = delta.permute(0, 2, 3, 1).reshape(16, -1) if channels_last else delta.reshape(16, -1)
-    # Newton-Schulz gives an update whose singular values are all of similar size (~lr), unlike the gradient
-    singular = torch.linalg.svdvals(matrix.float())
-    assert singular.max() < 0.05 * 1.6 and singular.min() > 0.05 * 0.3, singular
+    # Element by element (not only its singular values, which a permutation of columns would keep): the
+    # step is lr x NS(gradient as [out, in*kh*kw] in the logical order), reshaped back to the filter bank.
+    expected = 0.05 * orthogonalize(grad_w.contiguous().reshape(16, -1), 5).reshape(16, 8, 3, 3)
+    assert torch.allclose(before_w - conv.weight.detach(), expected, atol=1e-6)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) == channels_last  # layout kept
+    assert torch.allclose(before_b - conv.bias.detach(), 0.1 * grad_b)  # the bias: a plain SGD step
+    # Newton-Schulz flattens the spectrum: singular values of similar size, unlike the gradient's
+    singular = torch.linalg.svdvals(expected.reshape(16, -1) / 0.05)
+    assert singular.max() < 1.6 and singular.min() > 0.3, singular
     opt.zero_grad()
     assert conv.weight.grad is None
+
+
+def test_muon_orthogonalizes_in_the_runs_precision():
+    conv = nn.Conv2d(4, 8, 3)
+    cfg = OptimConfig(name="muon", lr=0.1, muon_lr=0.05)
+    assert build_optimizer(conv, cfg, precision="fp32").ns_dtype == torch.float32
+    assert build_optimizer(conv, cfg, precision="bf16").ns_dtype == torch.bfloat16
+    g = torch.randn(8, 36)
+    assert torch.allclose(orthogonalize(g, 5, torch.bfloat16), orthogonalize(g, 5), atol=0.05)
+
+
+def test_a_schedule_keeps_driving_muon_after_a_resume():
+    """The bug of the first Muon wrapper: after load_state_dict the schedule wrote into dicts no optimizer
+    read, so a resumed fast run kept its checkpointed learning rate."""
+    def make():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 2))
+        opt = build_optimizer(model, OptimConfig(name="muon", lr=0.1, muon_lr=0.05, momentum=0.9))
+        sched = LrSchedule(opt, ScheduleConfig(name="linear", final_factor=0.0), steps_per_epoch=10,
+                           total_steps=11)
+        return model, opt, sched
+
+    model, opt, sched = make()
+    x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 0, 1])
+    for _ in range(3):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        sched.step()
+    saved_opt, saved_sched = opt.state_dict(), sched.state_dict()
+    model2, opt2, sched2 = make()
+    opt2.load_state_dict(saved_opt)
+    sched2.load_state_dict(saved_sched)
+    for _ in range(5):
+        sched2.step()
+    assert sched2.factor(sched2.step_count) == pytest.approx(0.2)
+    lrs = sorted({g["lr"] for g in opt2.param_groups})
+    assert lrs == pytest.approx([0.05 * 0.2, 0.1 * 0.2])  # both kinds of group follow the schedule
+    assert all("momentum_buffer" in opt2.state[p] for p in model2.parameters())  # state restored too
 
 
 @pytest.mark.parametrize("recipe", ["fast94-sgd", "fast94"])
@@ -135,9 +178,11 @@ def test_fast_recipe_trains_end_to_end(recipe, fake_cifar_root, tmp_path):
     result = train(cfg)
     assert result.summary["test_accuracy"] > 0.5 and result.summary["val_images"] == 0
     assert result.summary["tta"] == "flip_translate"
+    assert result.summary["precision"] in ("fp32", "bf16") and result.summary["cpu_capability"]
 
 
-def test_fast_configs_resolve():
+def test_fast_configs_resolve_and_leave_precision_to_the_hardware():
     for name in ("fast89", "fast93", "fast94", "fast94-sgd", "fast94-muon"):
         cfg = config.resolve(CONFIGS / f"{name}.yaml")
-        assert cfg.model.name == "fastnet" and cfg.data.val_size == 0 and cfg.train.precision == "bf16"
+        assert cfg.model.name == "fastnet" and cfg.data.val_size == 0
+        assert cfg.train.precision == "auto" and cfg.train.channels_last == "auto"

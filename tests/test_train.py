@@ -42,26 +42,6 @@ def test_run_directory_contract(tiny_overrides, tmp_path):
     assert len(ev["per_class_accuracy"]) == 10 and sum(map(sum, ev["confusion_matrix"])) == 200
 
 
-def test_resume_equals_uninterrupted_run(tiny_overrides, tmp_path):
-    common = {**tiny_overrides, "train.epochs": 3, "model.dropout": [0.2, 0.2, 0.3], "train.deterministic": True,
-              "data.augment.translate": 2, "data.augment.flip": True, "schedule.name": "cosine"}
-    full = train(config.resolve(None, {**common, "out": str(tmp_path / "full")}))
-
-    cfg = config.resolve(None, {**common, "out": str(tmp_path / "cut")})
-    with pytest.raises(UserError, match="interrupted after 1 finished epochs; continue with"):
-        train(cfg, callbacks=[InterruptAt(1)])
-    assert not (tmp_path / "cut" / "summary.json").exists()
-    resumed = train(config.resolve(None, {**common, "out": str(tmp_path / "cut")}), resume=tmp_path / "cut")
-
-    a, b = load_file(tmp_path / "full" / "best.safetensors"), load_file(tmp_path / "cut" / "best.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert resumed.summary["test_accuracy"] == full.summary["test_accuracy"]
-    drop = {"epoch_seconds", "images_per_second"}
-    rows = lambda d: [{k: v for k, v in r.items() if k not in drop}  # noqa: E731
-                      for r in json.loads(json.dumps(torch.load(d / "checkpoint.pt", weights_only=True)["fit"]["history"]))]
-    assert rows(tmp_path / "full") == rows(tmp_path / "cut")
-
-
 def test_resume_with_a_different_config_is_refused(tiny_overrides, tmp_path):
     cfg = config.resolve(None, {**tiny_overrides, "out": str(tmp_path / "r")})
     with pytest.raises(UserError):

@@ -1,7 +1,6 @@
 """Looking inside networks: image reading, ImageNet predictions, attribution and activation maximization."""
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -93,7 +92,13 @@ def test_lite0_predicts_real_photos_and_gradcam_finds_the_cat(lite0, tmp_path):
     assert set(preds[0][0]) == {"class_index", "class_name", "probability"}
     assert CAT_CLASSES & {p["class_name"] for p in preds[0]}
     assert {"espresso", "cup", "coffee mug"} & {p["class_name"] for p in preds[1]}
-    assert abs(sum(p["probability"] for p in preds[0]) - 1) < 1  # probabilities, not logits
+    # probabilities (a softmax over all 1000 classes), not logits: they equal the model's own softmax top 5
+    x = lite0.preprocess(read_image(PHOTOS / "chelsea.png")).unsqueeze(0)
+    with torch.no_grad():
+        expected = lite0.model(x).softmax(-1)[0].topk(5)
+    assert [p["class_index"] for p in preds[0]] == expected.indices.tolist()
+    assert [p["probability"] for p in preds[0]] == pytest.approx(expected.values.tolist(), abs=1e-4)
+    assert 0 < sum(p["probability"] for p in preds[0]) <= 1 + 1e-6
     assert info["layer"] == "_conv_head"
     assert (tmp_path / "000_chelsea_gradcam.png").is_file() and (tmp_path / "000_chelsea_panel.png").is_file()
 
@@ -219,7 +224,9 @@ def test_cli_attribution_and_filters(tmp_path, fake_cifar_root):
     assert proc.returncode == 0, proc.stderr
     preds = json.loads((out / "predictions.json").read_text())
     assert len(preds) == 2 and preds[1][0]["class_name"] == "hotdog"
-    assert math.isclose(sum(p["probability"] for p in preds[0]), sum(p["probability"] for p in preds[0]))
+    for top5 in preds:  # probabilities: descending, positive, at most 1 in total
+        probs = [p["probability"] for p in top5]
+        assert probs == sorted(probs, reverse=True) and probs[-1] > 0 and sum(probs) <= 1 + 1e-6
     assert list(out.glob("*.png"))
 
     run = tmp_path / "run"

@@ -27,7 +27,7 @@ from typing import Any
 
 from . import config as config_mod
 from . import runs
-from .classify import train
+from .classify import check_names, train
 from .config import Config
 from .engine import TrainingDiverged
 from .errors import UserError
@@ -65,9 +65,13 @@ def _base(base: Any, grid_file: Path) -> dict[str, Any]:
 
 
 def plan(grid_file: str | Path, out: str | Path | None = None, *, max_epochs: float | None = None,
-         max_minutes: float | None = None, overrides: dict[str, Any] | None = None) -> tuple[str, Path,
-                                                                                             list[PlannedRun]]:
-    """(grid name, output folder, runs) with budgets and common overrides applied to every run."""
+         max_minutes: float | None = None, minutes: float | None = None,
+         overrides: dict[str, Any] | None = None) -> tuple[str, Path, list[PlannedRun]]:
+    """(grid name, output folder, runs) with budgets and common overrides applied to every run.
+
+    minutes: each run fits this time budget with its recipe stretched to it (annealed, train.budget_minutes);
+    max_minutes: each run is cut after this much training (train.max_train_minutes, not annealed).
+    """
     spec = config_mod.load_yaml(grid_file)
     unknown = set(spec) - GRID_KEYS
     if unknown:
@@ -95,12 +99,15 @@ def plan(grid_file: str | Path, out: str | Path | None = None, *, max_epochs: fl
             data = config_mod.apply_overrides(data, overrides or {})
             try:
                 cfg = config_mod.resolve(base=data)
+                check_names(cfg)
             except UserError as exc:
                 raise UserError(f"grid file {grid_file}, run '{run_name}': {exc}") from None
             if max_epochs is not None:
                 cfg.train.epochs = min(cfg.train.epochs, max_epochs)
             if max_minutes is not None:
-                cfg.train.time_budget_minutes = max_minutes
+                cfg.train.max_train_minutes = max_minutes
+            if minutes is not None:
+                cfg.train.budget_minutes = minutes
             cfg.name, cfg.out = run_name, str(out_dir / run_name)
             planned.append(PlannedRun(run_name, cfg, str(item.get("reference", "")), settings))
     names = [p.name for p in planned]
@@ -111,11 +118,11 @@ def plan(grid_file: str | Path, out: str | Path | None = None, *, max_epochs: fl
 
 
 def ablate(grid_file: str | Path, out: str | Path | None = None, *, max_epochs: float | None = None,
-           max_minutes: float | None = None, only: list[str] | None = None,
+           max_minutes: float | None = None, minutes: float | None = None, only: list[str] | None = None,
            overrides: dict[str, Any] | None = None) -> Path:
     """Run (or continue) every run of the grid, then write the comparison; returns the output folder."""
     name, out_dir, planned = plan(grid_file, out, max_epochs=max_epochs, max_minutes=max_minutes,
-                                  overrides=overrides)
+                                  minutes=minutes, overrides=overrides)
     if only:
         missing = [o for o in only if o not in {p.name for p in planned}]
         if missing:
@@ -159,7 +166,11 @@ def _pct(value: Any) -> str:
 
 
 def write_comparison(name: str, out_dir: Path, planned: list[PlannedRun], failures: dict[str, str]) -> None:
-    """comparison.csv / .md / .png over the runs that have results so far."""
+    """comparison.csv / .md / .png over the runs that have results so far.
+
+    Runs are ranked by best validation accuracy (the test set never chooses); the test column is filled
+    only for runs that evaluated on it (train.final_test).
+    """
     keys = _differing_keys(planned)
     rows, curves = [], []
     for p in planned:
@@ -173,6 +184,7 @@ def write_comparison(name: str, out_dir: Path, planned: list[PlannedRun], failur
             "run": p.name,
             "settings": ", ".join(f"{k}={flat[k]}" for k in keys if k in flat),
             "best_val_accuracy": summary.get("best_val_accuracy"),
+            "val_rank": None,
             "test_accuracy": summary.get("test_accuracy"),
             "epochs": summary.get("epochs", len(history) or None),
             "minutes": (summary["train_seconds"] / 60) if summary else None,
@@ -181,13 +193,17 @@ def write_comparison(name: str, out_dir: Path, planned: list[PlannedRun], failur
         })
         if history:
             curves.append((p.name, history))
+    ranked = sorted((r for r in rows if r["best_val_accuracy"] is not None), key=lambda r: -r["best_val_accuracy"])
+    for i, r in enumerate(ranked, 1):
+        r["val_rank"] = i
     target = runs.RunDir(out_dir)
     target.write_csv("comparison.csv", rows)
-    lines = [f"# {name}", "", "| run | settings that differ | best val acc | test acc | epochs | minutes | "
-             "reference | status |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [f"# {name}", "", "Ranked by validation accuracy (rank 1 = best); the test set is not used to choose.",
+             "", "| run | settings that differ | best val acc | val rank | test acc | epochs | minutes | "
+             "reference | status |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         minutes = "" if r["minutes"] is None else f"{r['minutes']:.1f}"
-        lines.append(f"| {r['run']} | {r['settings']} | {_pct(r['best_val_accuracy'])} | "
+        lines.append(f"| {r['run']} | {r['settings']} | {_pct(r['best_val_accuracy'])} | {r['val_rank'] or ''} | "
                      f"{_pct(r['test_accuracy'])} | {r['epochs'] or ''} | {minutes} | {r['reference']} | "
                      f"{r['status']} |")
     target.write_text("comparison.md", "\n".join(lines) + "\n")

@@ -26,6 +26,7 @@ TRAIN_SHORTCUTS = {
     "limit_train": "data.limit_train", "val_size": "data.val_size", "data_root": "data.root",
     "device": "train.device", "precision": "train.precision", "channels_last": "train.channels_last",
     "threads": "train.threads", "name": "name", "out": "out", "label_smoothing": "train.label_smoothing",
+    "minutes": "train.budget_minutes",
 }
 # where-it-runs settings that may accompany --resume
 RESUME_OK = {"data_root", "device", "threads"}
@@ -58,8 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--limit-train", type=int, metavar="N", help="train on the first N training images")
     t.add_argument("--val-size", type=int, metavar="N", help="validation images carved from training (0 = none)")
-    t.add_argument("--precision", help="fp32 | bf16")
-    t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    t.add_argument("--minutes", type=float, metavar="M",
+                   help="fit the whole run into M minutes on this machine (the recipe is stretched to fit)")
+    t.add_argument("--precision", help="auto (default: bf16 where the hardware has it natively) | fp32 | bf16")
+    t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory format (default: auto, on)")
     t.add_argument("--name", help="run name (default directory: runs/NAME-TIMESTAMP)")
     t.add_argument("--out", metavar="RUN_DIR", help="run directory to create")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
@@ -77,7 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides applied to every run")
     a.add_argument("--out", metavar="DIR", help="output folder (default runs/ablate-NAME)")
     a.add_argument("--max-epochs", type=float, metavar="N", help="cap every run at N epochs")
-    a.add_argument("--max-minutes", type=float, metavar="M", help="stop each run after M minutes of training")
+    a.add_argument("--minutes", type=float, metavar="M",
+                   help="fit each run into M minutes, its recipe stretched to fit (annealed)")
+    a.add_argument("--max-minutes", type=float, metavar="M",
+                   help="cut each run after M minutes of training (not annealed: for truncation studies)")
     a.add_argument("--only", nargs="+", metavar="RUN", help="run only these runs of the grid")
     a.add_argument("--list", action="store_true", help="list the runs and their settings, run nothing")
     a.add_argument("--no-progress", action="store_true")
@@ -85,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_visualize(sub)
     sub.add_parser("models", help="list the registered networks")
+    d = sub.add_parser("doctor", help="this machine's CPU/GPU, the precision auto picks, a throughput probe",
+                       description="What to paste into a bug report: CPU capability, native bf16, cores, the "
+                                   "precision and memory format that auto picks, a short throughput probe of "
+                                   "cnn4 and fastnet in fp32 and bf16, library versions.")
+    d.add_argument("--seconds", type=float, default=10.0, help="length of the throughput probe (0: skip it)")
+    d.add_argument("--json", action="store_true", help="print JSON instead of text")
+    d.add_argument("--threads", type=int)
+    d.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
     return parser
 
 
@@ -130,8 +145,9 @@ def _add_visualize(sub) -> None:
                         "(default: saliency smoothgrad gradcam gradcam++ eigencam)")
     a.add_argument("--layer", help="CAM target layer (default: the last conv layer with a spatial output)")
     a.add_argument("--batch-size", type=int, default=8)
-    a.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                   help="bf16 autocast: about 2x faster on CPUs with bf16 support, maps differ slightly")
+    a.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto: bf16 where the hardware has it natively (about 2x faster there; maps differ "
+                        "slightly), else fp32")
     a.add_argument("--crop", action="store_true", help="center-crop like the model's evaluation (default: "
                                                         "the whole image, shorter side resized)")
     la = kinds.add_parser("layers", help="list the conv layers and their output shapes")
@@ -200,15 +216,27 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         overrides["train.progress"] = False
     if args.list:
         _, out_dir, planned = plan(args.grid, args.out, max_epochs=args.max_epochs, max_minutes=args.max_minutes,
-                                   overrides=overrides)
+                                   minutes=args.minutes, overrides=overrides)
         for p in planned:
             settings = ", ".join(f"{k}={v}" for k, v in p.settings.items())
             print(f"{p.name}: {settings} (epochs {p.config.train.epochs:g}) -> {p.config.out}")
         return 0
     out_dir = ablate(args.grid, args.out, max_epochs=args.max_epochs, max_minutes=args.max_minutes,
-                     only=args.only, overrides=overrides)
+                     minutes=args.minutes, only=args.only, overrides=overrides)
     print((out_dir / "comparison.md").read_text())
     print(f"comparison written to {out_dir}/comparison.csv, comparison.md, comparison.png")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import json
+
+    from .doctor import doctor, format_report
+
+    if args.seconds < 0:
+        raise UserError(f"--seconds must be 0 (no probe) or more, got {args.seconds:g}")
+    facts = doctor(args.seconds, args.threads, args.device or "auto")
+    print(json.dumps(facts, indent=2) if args.json else format_report(facts))
     return 0
 
 
@@ -279,7 +307,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "ablate": cmd_ablate, "visualize": cmd_visualize,
-            "models": cmd_models}
+            "models": cmd_models, "doctor": cmd_doctor}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -59,7 +59,8 @@ class DataConfig:
     low_res_size: int = 0
     """Progressive resizing: train the first `low_res_epochs` epochs on images downscaled to this side
     (0 = off). Compute scales with the pixel count, so early epochs get cheaper; the last ones see full size."""
-    low_res_epochs: int = 0
+    low_res_epochs: float = 0.0
+    """Epochs at low resolution; a fraction switches mid-epoch (a time budget stretches this with the rest)."""
 
 
 @dataclass
@@ -151,9 +152,11 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     """auto (cuda when present, else cpu) | cpu | cuda | cuda:N."""
-    precision: str = "fp32"
-    """fp32 | bf16 (autocast)."""
-    channels_last: bool = False
+    precision: str = "auto"
+    """auto | fp32 | bf16 (autocast). auto: bf16 where the hardware computes it natively (a CUDA GPU with bf16,
+    a CPU with AVX-512 BF16, AMX or Arm BF16), fp32 elsewhere (see engine/device.py)."""
+    channels_last: str = "auto"
+    """auto | true | false: NHWC memory format for the convolutions (auto: on; faster on every device measured)."""
     threads: int | None = None
     """Compute threads; default and maximum: the cores this process may use."""
     tta: str = "none"
@@ -163,8 +166,20 @@ class TrainConfig:
     compile: bool = False
     """torch.compile the model (fuses norm/activation kernels; the first steps pay for compilation)."""
     grad_clip: float | None = None
-    time_budget_minutes: float | None = None
-    """Stop training (mid-epoch if need be) once the training time reaches this budget; the run ends there."""
+    budget_minutes: float | None = None
+    """Fit the whole run (training, final evaluation, writing the run directory) into this many minutes on
+    this machine: a short calibration measures the step time, and the recipe (schedule, warm-up,
+    low-resolution share, fractional last epoch) is stretched over the steps that end in time, so the model
+    is properly annealed (engine/budget.py). train.epochs is then the recipe's length, not the run's."""
+    max_train_minutes: float | None = None
+    """A hard cap on training time: stop mid-schedule when reached (the model is not annealed). For a fixed
+    time, prefer budget_minutes; this cap is for comparing recipes truncated at the same time."""
+    final_test: bool = True
+    """Evaluate on the test set at the end. Sweeps that choose a recipe set it false: they rank on
+    validation and never see a test figure."""
+    validate: str = "epoch"
+    """epoch: validate after every epoch (best weights = best validation epoch); end: after the last epoch
+    only (cheaper: validation with test-time augmentation is a large part of a short CPU run)."""
     progress: bool = True
     """Show a progress bar per epoch."""
     deterministic: bool = False
@@ -198,7 +213,9 @@ class Config:
 RESUME_EXEMPT = {"out", "train.threads", "train.progress", "train.device", "data.root", "data.download"}
 
 VALID_CHOICES = {
-    "train.precision": ("fp32", "bf16"),
+    "train.precision": ("auto", "fp32", "bf16"),
+    "train.channels_last": ("auto", "true", "false"),
+    "train.validate": ("epoch", "end"),
     "train.tta": ("none", "flip", "flip_translate"),
     "data.augment.flip_mode": ("random", "alternating"),
     "data.augment.pad_mode": ("reflect", "zeros", "edge"),
@@ -315,7 +332,15 @@ def from_dict(data: dict[str, Any] | None) -> Config:
         args = dict(model.pop("args", None) or {})
         args.update({k: v for k, v in model.items() if k != "name"})
         data["model"] = {"name": model.get("name", ModelConfig.name), "args": args}
-    return _build(Config, data, "")
+    cfg = _build(Config, data, "")
+    cfg.train.channels_last = normalize_switch(cfg.train.channels_last)
+    return cfg
+
+
+def normalize_switch(value: Any) -> str:
+    """auto | true | false from a bool or a yes/no/on/off/1/0 string (unknown text is left to validate())."""
+    text = str(value).strip().lower()
+    return {"yes": "true", "on": "true", "1": "true", "no": "false", "off": "false", "0": "false"}.get(text, text)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -411,7 +436,9 @@ def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 
 def validate(cfg: Config) -> None:
-    """Range and choice checks that types alone cannot express; one UserError per problem."""
+    """Range and choice checks that types alone cannot express; one UserError per problem.
+
+    Names resolved by registries are not checked here (see classify.check_names)."""
     t, d, o, s = cfg.train, cfg.data, cfg.optim, cfg.schedule
     positive = {"train.epochs": t.epochs, "train.batch_size": t.batch_size,
                 "train.eval_batch_size": t.eval_batch_size, "optim.lr": o.lr}
@@ -442,8 +469,13 @@ def validate(cfg: Config) -> None:
         raise UserError(f"config field 'optim.muon_lr' must be greater than 0, got {o.muon_lr}")
     if t.ema.every <= 0:
         raise UserError(f"config field 'train.ema.every' must be greater than 0, got {t.ema.every}")
-    if t.time_budget_minutes is not None and t.time_budget_minutes <= 0:
-        raise UserError(f"config field 'train.time_budget_minutes' must be greater than 0, got {t.time_budget_minutes}")
+    for key, minutes in (("train.budget_minutes", t.budget_minutes), ("train.max_train_minutes", t.max_train_minutes)):
+        if minutes is not None and minutes <= 0:
+            raise UserError(f"config field '{key}' must be greater than 0 minutes, got {minutes:g}; give the "
+                            f"minutes the run may take, e.g. 5")
+    if o.name == "muon" and o.muon_lr is None:
+        raise UserError("config field 'optim.muon_lr' must be set when optim.name is muon (the learning rate of "
+                        "the orthogonalized conv/matrix updates, e.g. 0.24; optim.lr is the SGD part's)")
     if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
         raise UserError(f"config field 'train.device' must be auto, cpu, cuda or cuda:N, got '{t.device}'")
     for key, choices in VALID_CHOICES.items():
@@ -451,19 +483,8 @@ def validate(cfg: Config) -> None:
         if value not in choices:
             raise UserError(f"config field '{key}' must be one of {', '.join(choices)}, got '{value}'"
                             f"{did_you_mean(str(value), choices)}")
-    # Names resolved by registries: imported here to keep config free of torch at import time.
-    from .data import DATASETS
-    from .engine.optim import OPTIMIZERS, SCHEDULES
-    from .errors import unknown_name
-    from .models import registry
-
-    if o.name not in OPTIMIZERS:
-        raise unknown_name("optimizer", o.name, OPTIMIZERS)
-    if s.name not in SCHEDULES:
-        raise unknown_name("schedule", s.name, SCHEDULES)
-    if d.dataset not in DATASETS:
-        raise unknown_name("dataset", d.dataset, DATASETS)
-    registry.check_arguments(cfg.model.name, cfg.model.args)
+    # Names (model, optimizer, schedule, dataset) are checked by their own registries, which import this
+    # module: see classify.check_names. Imports flow one way: config knows no registry.
 
 
 def get_field(cfg: Config, dotted: str) -> Any:

@@ -10,7 +10,10 @@
       best.safetensors   weights with the best validation accuracy (last epoch when there is no validation)
       evaluation.json, confusion_matrix.png/.csv   from `cnnlab evaluate` (also run at the end of training)
 
-Every file is written to a temporary name and renamed, so an interruption never leaves half a file.
+Every file is written to a temporary name in the same folder, flushed to disk (fsync), renamed over the
+old one, and the folder's entry is flushed too: an interruption or a power cut never leaves half a file,
+and a file that was there stays whole until its replacement is. Files get the usual permissions (the
+umask), not the private ones of a temporary file.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from .errors import UserError
 
@@ -41,11 +45,33 @@ BEST = "best.safetensors"
 ENVIRONMENT = "environment.json"
 
 
+def _file_mode() -> int:
+    """0o666 less the process's umask: what open() would give a new file (mkstemp gives 0o600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (a rename is durable only then); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
+    """Write to a temporary file in the same folder, fsync, rename over `path`, fsync the folder."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -54,6 +80,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
 
 
 def _json_safe(value: Any) -> Any:
@@ -127,14 +154,7 @@ class RunDir:
     def save_weights(self, state_dict: dict[str, torch.Tensor], name: str = BEST,
                      metadata: dict[str, str] | None = None) -> Path:
         tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=metadata)
-            os.replace(tmp, self.path / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(self.path / name, safetensors_bytes(tensors, metadata=metadata))
         return self.path / name
 
     # ------------------------------------------------------------------------------------------ read
@@ -219,22 +239,19 @@ def git_commit() -> str:
         return "unknown"
 
 
-def environment(threads: int, device: torch.device, world_size: int = 1) -> dict[str, Any]:
-    """What a reader needs to reproduce or compare a run's timing."""
+def environment(threads: int, device: torch.device, world_size: int = 1,
+                execution: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a reader needs to reproduce or compare a run's timing (`execution`: precision, memory format,
+    CPU capability and class, as resolved by engine.device.resolve_execution)."""
     import torchvision
 
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from .engine.device import available_cores, cpu_name
+
     env = {"python": sys.version.split()[0], "torch": torch.__version__, "torchvision": torchvision.__version__,
-           "platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "threads": threads,
+           "platform": platform.platform(), "cpu": cpu_name(), "cores": os.cpu_count(),
+           "cores_available": available_cores(), "threads": threads,
            "device": str(device), "world_size": world_size, "git_commit": git_commit(),
-           "command": sys.argv}
+           "command": sys.argv, **(execution or {})}
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
         env["cuda"] = torch.version.cuda

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..config import DataConfig
-from ..errors import UserError
+from ..errors import UserError, unknown_name
 from . import cifar10
 
 DEFAULT_ROOT = "~/.cache/cnnlab"
@@ -55,6 +55,12 @@ def _load_cifar10(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Te
 
 
 DATASETS: dict[str, Callable[[DataConfig], tuple]] = {"cifar10": _load_cifar10}
+
+
+def check_dataset(cfg: DataConfig) -> None:
+    """UserError for an unknown dataset name, naming the valid ones."""
+    if cfg.dataset not in DATASETS:
+        raise unknown_name("dataset", cfg.dataset, DATASETS)
 
 
 def load(cfg: DataConfig) -> ClassificationData:

@@ -1,11 +1,19 @@
 """Batched augmentation of uint8 image tensors [N, C, H, W].
 
 Augmenting whole batches with a few tensor ops keeps the data path out of the way: on a 2-core CPU a
-per-sample DataLoader costs about a fifth of the epoch time of a small network. All randomness comes from
-an explicit ``torch.Generator`` so that an epoch can be replayed exactly (resume, tests).
+per-sample DataLoader costs about a fifth of the epoch time of a small network.
+
+The random choices of an epoch (flip, shift, cutout position) are drawn once for every position of the
+epoch's shuffled order, from the epoch's seeded generator (:meth:`BatchAugment.draw`), and each batch
+applies its slice (:meth:`BatchAugment.apply`). So an epoch can be replayed exactly (resume, tests), and
+the images a torchrun rank sees are augmented exactly as they would be in one process: ranks draw
+different augmentations because they take different positions, and 2 processes with half the batch
+each compute what 1 process computes.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -72,26 +80,41 @@ def alternating_flip_mask(indices: torch.Tensor, epoch: int, seed: int) -> torch
     return (bit ^ (epoch & 1)).bool()
 
 
+def cutout_mask(cy: torch.Tensor, cx: torch.Tensor, size: int, h: int, w: int) -> torch.Tensor:
+    """[N, H, W] True inside a size x size square whose centre pixel is (cy, cx) (rows and columns
+    cy - size//2 ... cy - size//2 + size - 1); it may cross the border."""
+    top = (cy - size // 2).view(-1, 1, 1)
+    left = (cx - size // 2).view(-1, 1, 1)
+    ys = torch.arange(h, device=cy.device).view(1, h, 1) - top
+    xs = torch.arange(w, device=cx.device).view(1, 1, w) - left
+    return (ys >= 0) & (ys < size) & (xs >= 0) & (xs < size)
+
+
 def cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
     """Zero one random size x size square per image (the square may cross the border)."""
     n, _, h, w = images.shape
-    cy = torch.randint(0, h, (n, 1, 1), generator=generator)
-    cx = torch.randint(0, w, (n, 1, 1), generator=generator)
-    ys = torch.arange(h).view(1, h, 1)
-    xs = torch.arange(w).view(1, 1, w)
-    inside = ((ys - cy).abs() <= size // 2) & ((xs - cx).abs() <= size // 2)
-    return images.masked_fill(inside.unsqueeze(1).to(images.device), 0)
+    cy = torch.randint(0, h, (n,), generator=generator)
+    cx = torch.randint(0, w, (n,), generator=generator)
+    return images.masked_fill(cutout_mask(cy, cx, size, h, w).unsqueeze(1).to(images.device), 0)
+
+
+@dataclass
+class EpochDraws:
+    """The random choices of one epoch, one entry per position of the epoch's order (None = unused)."""
+
+    flip: torch.Tensor | None = None
+    dx: torch.Tensor | None = None
+    dy: torch.Tensor | None = None
+    cy: torch.Tensor | None = None
+    cx: torch.Tensor | None = None
 
 
 class BatchAugment:
-    """The training augmentation of a config, applied to a uint8 batch.
-
-    ``indices`` are the dataset positions of the batch (needed by alternating flips); ``epoch`` and the
-    generator make each epoch's augmentation reproducible.
-    """
+    """The training augmentation of a config, applied to uint8 batches (see the module docstring)."""
 
     def __init__(self, cfg: AugmentConfig, image_size: int, seed: int = 0):
         self.cfg = cfg
+        self.image_size = image_size
         self.max_shift = shift_pixels(cfg.translate, image_size)
         self.seed = seed
 
@@ -99,16 +122,33 @@ class BatchAugment:
     def active(self) -> bool:
         return bool(self.max_shift or self.cfg.flip or self.cfg.cutout)
 
+    def draw(self, order: torch.Tensor, epoch: int, generator: torch.Generator) -> EpochDraws:
+        """Every random choice of an epoch whose shuffled dataset indices are `order`."""
+        n, draws = len(order), EpochDraws()
+        if self.cfg.flip:
+            draws.flip = alternating_flip_mask(order, epoch, self.seed) if self.cfg.flip_mode == "alternating" \
+                else torch.rand(n, generator=generator) < 0.5
+        if self.max_shift:
+            draws.dx = torch.randint(-self.max_shift, self.max_shift + 1, (n,), generator=generator)
+            draws.dy = torch.randint(-self.max_shift, self.max_shift + 1, (n,), generator=generator)
+        if self.cfg.cutout:
+            draws.cy = torch.randint(0, self.image_size, (n,), generator=generator)
+            draws.cx = torch.randint(0, self.image_size, (n,), generator=generator)
+        return draws
+
+    def apply(self, images: torch.Tensor, draws: EpochDraws, positions: torch.Tensor) -> torch.Tensor:
+        """Augment the batch at `positions` of the epoch's order with that epoch's draws."""
+        if draws.flip is not None:
+            images = flip_where(images, draws.flip[positions])
+        if draws.dx is not None:
+            images = translate(images, draws.dx[positions], draws.dy[positions], self.max_shift, self.cfg.pad_mode)
+        if draws.cy is not None:
+            _, _, h, w = images.shape
+            mask = cutout_mask(draws.cy[positions], draws.cx[positions], self.cfg.cutout, h, w)
+            images = images.masked_fill(mask.unsqueeze(1).to(images.device), 0)
+        return images
+
     def __call__(self, images: torch.Tensor, indices: torch.Tensor, epoch: int,
                  generator: torch.Generator) -> torch.Tensor:
-        if self.cfg.flip:
-            if self.cfg.flip_mode == "alternating":
-                mask = alternating_flip_mask(indices, epoch, self.seed)
-            else:
-                mask = torch.rand(images.shape[0], generator=generator) < 0.5
-            images = flip_where(images, mask)
-        if self.max_shift:
-            images = random_translate(images, self.max_shift, generator, self.cfg.pad_mode)
-        if self.cfg.cutout:
-            images = cutout(images, self.cfg.cutout, generator)
-        return images
+        """Augment one batch on its own (its dataset `indices` in order): draw, then apply."""
+        return self.apply(images, self.draw(indices, epoch, generator), torch.arange(len(indices)))

@@ -1,8 +1,9 @@
 """torchrun / DistributedDataParallel helpers; every function is a no-op in a single process.
 
 Launch: ``torchrun --nproc-per-node 2 -m cnnlab train ...``. torchrun sets RANK, LOCAL_RANK and
-WORLD_SIZE; each process trains on its shard of every epoch (see data/loader.py), gradients are averaged
-by DDP, and only rank 0 writes the run directory.
+WORLD_SIZE. ``train.batch_size`` is the global batch: each process takes batch_size / world_size images of
+every step (see data/loader.py), gradients are averaged by DDP, so the learning rate and the schedule are
+those of one process with the same batch; only rank 0 writes the run directory.
 """
 
 from __future__ import annotations
@@ -57,6 +58,31 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def all_reduce_max(values: list[float], device: torch.device) -> list[float]:
+    """The largest value of each entry over all ranks (e.g. calibration timings, so every rank plans alike)."""
+    if not is_active():
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when `flag` is true on any rank (an agreed stop)."""
+    if not is_active():
+        return flag
+    return all_reduce_max([1.0 if flag else 0.0], device)[0] > 0
+
+
+def all_gather_object(obj: object) -> list:
+    """[obj of rank 0, obj of rank 1, ...]; [obj] in one process."""
+    if not is_active():
+        return [obj]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def barrier() -> None:

@@ -122,8 +122,8 @@ class Trainer:
                  device: torch.device, precision: str = "fp32", channels_last: bool = False,
                  label_smoothing: float = 0.0, grad_clip: float | None = None, ema_decay: float = 0.0,
                  ema_every: int = 1, ema_start_step: int = 0, tta: str = "none",
-                 callbacks: Sequence[Callback] = (), time_budget_s: float | None = None,
-                 train_module: nn.Module | None = None):
+                 callbacks: Sequence[Callback] = (), max_train_seconds: float | None = None,
+                 deadline: float | None = None, validate: str = "epoch", train_module: nn.Module | None = None):
         self.model = model
         # Under torchrun the forward/backward go through the DDP wrapper; everything else uses the model.
         self.train_module = train_module or model
@@ -132,7 +132,10 @@ class Trainer:
         self.label_smoothing, self.grad_clip = label_smoothing, grad_clip
         self.tta = tta
         self.callbacks = list(callbacks)
-        self.time_budget_s = time_budget_s
+        # Two hard stops, both mid-epoch: a cap on training seconds (train.max_train_minutes), and a
+        # wall-clock deadline (time.perf_counter() value) that a time budget sets as its safety net.
+        self.max_train_seconds, self.deadline = max_train_seconds, deadline
+        self.validate = validate  # 'epoch': validate after every epoch; 'end': after the last one only
         self.ema: AveragedModel | None = None
         self.ema_every, self.ema_start_step = ema_every, ema_start_step
         if ema_decay > 0:
@@ -192,16 +195,35 @@ class Trainer:
                     progress(i + 1, float(loss_sum) / seen, float(correct) / seen, seen / max(elapsed, 1e-9))
             for cb in self.callbacks:
                 cb.on_step_end(self)
-            if self.time_budget_s is not None and \
-                    self.state.train_seconds + time.perf_counter() - start >= self.time_budget_s:
-                self.stop_requested = f"time budget of {self.time_budget_s / 60:g} minutes reached"
+            if self._time_is_up(time.perf_counter() - start):
                 break
         totals = distributed.all_reduce_sum([float(loss_sum), float(correct), float(seen)], self.device)
         seconds = time.perf_counter() - start
         if not math.isfinite(totals[0]):
             raise TrainingDiverged(f"loss became {totals[0]} in epoch {self.state.epoch + 1}")
+        # The loss of a step is computed before its update: only the weights show whether the last step
+        # of the epoch blew up. Checked before anything is validated or saved.
+        bad = next((name for name, t in self.model.state_dict().items()
+                    if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+        if bad is not None:
+            raise TrainingDiverged(f"weights became NaN or infinite ({bad}) in epoch {self.state.epoch + 1}")
         return {"train_loss": totals[0] / max(totals[2], 1), "train_accuracy": totals[1] / max(totals[2], 1),
                 "images": totals[2], "seconds": seconds}
+
+    def _time_is_up(self, epoch_seconds: float) -> bool:
+        """True when a hard stop is reached; under torchrun every rank stops at the same step."""
+        if self.max_train_seconds is None and self.deadline is None:
+            return False
+        reason = ""
+        if self.max_train_seconds is not None and self.state.train_seconds + epoch_seconds >= self.max_train_seconds:
+            reason = f"training time cap of {self.max_train_seconds / 60:g} minutes reached"
+        if self.deadline is not None and time.perf_counter() >= self.deadline:
+            reason = "time budget deadline reached (the machine ran slower than its calibration)"
+        # Each rank runs on its own clock: stop when any rank says so, or the others would wait forever.
+        if distributed.any_rank(bool(reason), self.device):
+            self.stop_requested = reason or "another process reached the time limit"
+            return True
+        return False
 
     def predict(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], model: nn.Module | None = None,
                 tta: str | None = None) -> EvalResult:
@@ -230,22 +252,25 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_train_epoch_end(self)
             self.state.train_seconds += stats["seconds"]
-            val = self.predict(val_batches) if val_batches is not None and len(val_batches.labels) else None
+            last = epoch + 1 == len(epoch_steps) or bool(self.stop_requested)
+            validate = val_batches is not None and len(val_batches.labels) and (self.validate == "epoch" or last)
+            val = self.predict(val_batches) if validate else None
             self.state.epoch = epoch + 1
             row = {"epoch": epoch + 1, "lr": self.schedule.lr, "train_loss": stats["train_loss"],
                    "train_accuracy": stats["train_accuracy"],
                    "val_loss": val.loss if val else float("nan"),
                    "val_accuracy": val.accuracy if val else float("nan"),
+                   "train_images": int(stats["images"]),  # summed over torchrun processes
                    "epoch_seconds": stats["seconds"], "images_per_second": stats["images"] / stats["seconds"]}
             if val and not (val.accuracy <= self.state.best_val_accuracy):  # NaN-safe: first epoch counts
                 self.state.best_val_accuracy, self.state.best_epoch = val.accuracy, epoch + 1
             row["improved"] = self.state.best_epoch == epoch + 1
             self.schedule.epoch_end(row)
             self.state.history.append(row)
-            for cb in self.callbacks:
-                cb.on_epoch_end(self, row)
             if self.stop_requested:
                 self.state.stop_reason = self.stop_requested
+            for cb in self.callbacks:
+                cb.on_epoch_end(self, row)
             if self.state.stop_reason:
                 break
         for cb in self.callbacks:
@@ -255,16 +280,21 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ resume
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything a resumed run needs (readable with torch.load(weights_only=True))."""
+        """Everything a resumed run needs (readable with torch.load(weights_only=True)).
+
+        Under torchrun this is a collective call (every rank's RNG state is gathered: dropout differs per
+        rank), so every rank calls it and rank 0 saves it.
+        """
         rng = {"cpu": torch.get_rng_state()}
         if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+            rng["cuda"] = torch.cuda.get_rng_state(self.device).cpu()
         s = self.state
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "schedule": self.schedule.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
-                "rng": rng, "fit": {"epoch": s.epoch, "best_val_accuracy": s.best_val_accuracy,
-                                    "best_epoch": s.best_epoch, "train_seconds": s.train_seconds,
-                                    "history": s.history}}
+                "rng": distributed.all_gather_object(rng),  # one entry per rank
+                "fit": {"epoch": s.epoch, "best_val_accuracy": s.best_val_accuracy,
+                        "best_epoch": s.best_epoch, "train_seconds": s.train_seconds,
+                        "history": s.history, "stop_reason": s.stop_reason}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -272,10 +302,14 @@ class Trainer:
         self.schedule.load_state_dict(state["schedule"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
-        torch.set_rng_state(state["rng"]["cpu"].cpu())  # RNG states are CPU byte tensors whatever the device
-        if "cuda" in state["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
+        ranks = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
+        # This rank's own RNG state; a rank the checkpoint did not have (more processes now) takes the
+        # last one's, with its dropout then differing from an uninterrupted run (stated in the README).
+        rng = ranks[min(distributed.rank(), len(ranks) - 1)]
+        torch.set_rng_state(rng["cpu"].cpu())  # RNG states are CPU byte tensors whatever the device
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"].cpu(), self.device)
         f = state["fit"]
         self.state = FitState(epoch=f["epoch"], best_val_accuracy=f["best_val_accuracy"],
                               best_epoch=f["best_epoch"], train_seconds=f["train_seconds"],
-                              history=list(f["history"]))
+                              history=list(f["history"]), stop_reason=f.get("stop_reason", ""))

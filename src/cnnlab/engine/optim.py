@@ -4,6 +4,11 @@ All schedules are one per-step multiplier on each parameter group's base learnin
 
     lr(step) = base_lr * warmup(step) * shape(step) * keras_decay(step) * plateau_scale
 
+`step` counts optimizer steps from 0; schedules with an end (linear, cosine, onecycle) reach their final
+factor at the last planned step, total_steps - 1, whatever total_steps is: a time budget (engine/budget.py)
+changes total_steps and the whole shape stretches with it. ``step`` decays by epochs, ``constant`` and
+``plateau`` have no end (a budget only sets how many epochs they run).
+
 so any shape combines with warm-up, Keras-style decay (lr / (1 + decay * step), the course's RMSprop
 ``decay=1e-6``) and reduce-on-plateau without schedulers fighting over ``group['lr']``.
 """
@@ -15,8 +20,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.sgd import sgd
 
 from ..config import OptimConfig, ScheduleConfig
+from ..errors import UserError, unknown_name
 
 OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw", "muon")
 SCHEDULES = ("constant", "step", "cosine", "onecycle", "linear", "plateau")
@@ -30,8 +37,20 @@ def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]
     return [{"params": [p for p in model.parameters() if p.requires_grad]}]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """torch.optim optimizer named by cfg.name over the model's parameter groups."""
+def check_names(optim: OptimConfig, schedule: ScheduleConfig) -> None:
+    """UserError for an unknown optimizer or schedule name, naming the closest valid one."""
+    if optim.name not in OPTIMIZERS:
+        raise unknown_name("optimizer", optim.name, OPTIMIZERS)
+    if schedule.name not in SCHEDULES:
+        raise unknown_name("schedule", schedule.name, SCHEDULES)
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig, precision: str = "fp32") -> torch.optim.Optimizer:
+    """torch.optim optimizer named by cfg.name over the model's parameter groups.
+
+    `precision` is the run's resolved precision: Muon orthogonalizes its updates in bf16 only where the
+    hardware computes bf16 natively (the run is bf16), in fp32 elsewhere.
+    """
     groups = parameter_groups(model, cfg)
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
@@ -43,94 +62,106 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
         cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
         return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
     if cfg.name == "muon":
-        return MuonWithAuxSGD(groups, cfg)
-    raise ValueError(f"unknown optimizer {cfg.name}")  # config validation rejects this earlier
+        if cfg.muon_lr is None:
+            raise UserError("config field 'optim.muon_lr' must be set when optim.name is muon (the learning rate "
+                            "of the orthogonalized conv/matrix updates, e.g. 0.24; optim.lr is the SGD part's)")
+        return MuonWithAuxSGD(groups, cfg, ns_dtype=torch.bfloat16 if precision == "bf16" else torch.float32)
+    raise unknown_name("optimizer", cfg.name, OPTIMIZERS)
+
+
+# Keller Jordan's quintic Newton-Schulz coefficients (the same as torch.optim.Muon's).
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+
+def orthogonalize(update: torch.Tensor, steps: int, dtype: torch.dtype = torch.float32,
+                  eps: float = 1e-7) -> torch.Tensor:
+    """Approximately U V^T of a matrix's SVD U S V^T: Newton-Schulz, as in torch.optim.Muon.
+
+    Written out rather than taken from torch.optim.Muon because torch 2.14's version always computes in
+    bf16: on a CPU without native bf16 that is emulated and took 28 % of a fastnet training step (profiled
+    on a 2-core AVX2 CPU); here the dtype follows the run's precision.
+    """
+    a, b, c = NS_COEFFICIENTS
+    x = update.to(dtype)
+    transposed = x.size(0) > x.size(1)
+    if transposed:
+        x = x.T
+    x = x / x.norm().clamp(min=eps)
+    for _ in range(steps):
+        gram = x @ x.T
+        poly = torch.addmm(gram, gram, gram, beta=b, alpha=c)
+        x = torch.addmm(x, poly, x, beta=a)
+    return (x.T if transposed else x).to(update.dtype)
+
+
+def as_matrix(t: torch.Tensor) -> torch.Tensor:
+    """[out, in, kh, kw] -> [out, in*kh*kw] in logical order, whatever the memory format (a copy if need be)."""
+    return t if t.ndim == 2 else t.reshape(t.shape[0], -1)
 
 
 class MuonWithAuxSGD(torch.optim.Optimizer):
-    """torch.optim.Muon for matrix-shaped weights, SGD (cfg.momentum, cfg.nesterov) for everything else.
+    """Muon for matrix-shaped weights, Nesterov SGD (cfg.momentum, cfg.nesterov) for everything else.
 
-    Muon orthogonalizes each 2-D update. A conv filter bank [out, in, kh, kw] is handed to it as an
-    [out, in*kh*kw] *view* (in channels_last layout, [out, kh*kw*in]: a column permutation, which commutes
-    with orthogonalization), so its in-place steps land in the conv weight itself. Biases, norms and
-    groups marked ``{"muon": False}`` (e.g. a classifier head) go to SGD.
+    One torch optimizer whose groups carry ``muon: True/False``, so ``param_groups``, ``state_dict`` and
+    ``load_state_dict`` are torch's own: a schedule that writes ``group['lr']`` keeps working after a resume.
+    Muon orthogonalizes each weight's momentum-averaged gradient; a conv filter bank [out, in, kh, kw] is
+    handed to it as the [out, in*kh*kw] matrix of its gradient, and the update is reshaped back. Biases,
+    norms and groups marked ``{"muon": False}`` (e.g. a classifier head) take SGD steps through
+    ``torch.optim.sgd.sgd``. Groups without their own lr start at ``cfg.muon_lr`` (Muon) or ``cfg.lr`` (SGD).
     """
 
-    def __init__(self, groups: list[dict[str, Any]], cfg: OptimConfig):
-        muon_groups, sgd_groups = [], []
+    def __init__(self, groups: list[dict[str, Any]], cfg: OptimConfig, ns_dtype: torch.dtype = torch.float32):
+        split: list[dict[str, Any]] = []
         for g in groups:
             use_muon = g.get("muon", True)
             extra = {k: v for k, v in g.items() if k not in ("params", "muon")}
             matrix = [p for p in g["params"] if use_muon and p.ndim >= 2]
             other = [p for p in g["params"] if not (use_muon and p.ndim >= 2)]
             if matrix:
-                muon_groups.append({**extra, "params": matrix})
+                split.append({"lr": cfg.muon_lr, **extra, "params": matrix, "muon": True})
             if other:
-                sgd_groups.append({**extra, "params": other})
-        self.normalize = cfg.muon_normalize
-        self._views: list[tuple[torch.Tensor, nn.Parameter]] = []
-        muon_lr = cfg.muon_lr or cfg.lr
-        self.muon = torch.optim.Muon(
-            [{**g, "params": [self._matrix_view(p) for p in g["params"]]} for g in muon_groups], lr=muon_lr,
-            momentum=cfg.muon_momentum, nesterov=True, ns_steps=cfg.muon_ns_steps,
-            weight_decay=0.0 if cfg.muon_normalize else cfg.weight_decay) if muon_groups else None
-        self.sgd = torch.optim.SGD(sgd_groups, lr=cfg.lr, momentum=cfg.momentum,
-                                   nesterov=cfg.nesterov and cfg.momentum > 0,
-                                   weight_decay=cfg.weight_decay) if sgd_groups else None
-        self.optimizers = [o for o in (self.muon, self.sgd) if o is not None]
-        # The schedule and checkpoints see the union of both optimizers' groups.
-        self.param_groups = [g for o in self.optimizers for g in o.param_groups]
-        self.defaults = {"lr": cfg.lr}
-        self.state = {}  # type: ignore[assignment]
-
-    @staticmethod
-    def _as_matrix(t: torch.Tensor) -> torch.Tensor:
-        if t.ndim == 2:
-            return t
-        if not t.is_contiguous() and t.ndim == 4 and t.is_contiguous(memory_format=torch.channels_last):
-            return t.permute(0, 2, 3, 1).reshape(t.shape[0], -1)
-        return t.reshape(t.shape[0], -1)
-
-    def _matrix_view(self, p: nn.Parameter) -> torch.Tensor:
-        if p.ndim == 2:
-            return p
-        view = self._as_matrix(p.data)
-        if view.data_ptr() != p.data.data_ptr() or view._base is None:
-            raise ValueError(f"cannot view a parameter of shape {tuple(p.shape)} as a matrix in place")
-        view.requires_grad_(True)
-        self._views.append((view, p))
-        return view
+                split.append({"lr": cfg.lr, **extra, "params": other, "muon": False})
+        defaults = {"lr": cfg.lr, "momentum": cfg.momentum, "nesterov": cfg.nesterov and cfg.momentum > 0,
+                    "weight_decay": cfg.weight_decay, "muon_momentum": cfg.muon_momentum,
+                    "ns_steps": cfg.muon_ns_steps, "normalize": cfg.muon_normalize}
+        super().__init__(split, defaults)
+        self.ns_dtype = ns_dtype
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
-        for view, p in self._views:
-            view.grad = None if p.grad is None else self._as_matrix(p.grad)
-        if self.muon is not None and self.normalize:
-            for group in self.muon.param_groups:
-                for w in group["params"]:
-                    w.mul_(w.shape[0] ** 0.5 / w.norm().clamp(min=1e-12))
-        for opt in self.optimizers:
-            opt.step()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            if group["muon"]:
+                self._muon_step(group, params)
+            else:
+                self._sgd_step(group, params)
 
-    def zero_grad(self, set_to_none: bool = True):  # type: ignore[override]
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=set_to_none)
-        for view, p in self._views:  # the conv weights' own gradients, which the views only mirror
-            view.grad = None
-            if set_to_none:
-                p.grad = None
-            elif p.grad is not None:
-                p.grad.zero_()
+    def _muon_step(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+        lr, beta = group["lr"], group["muon_momentum"]
+        for p in params:
+            if group["normalize"]:  # weight norm sqrt(out) before the step: for layers followed by BN
+                p.mul_(p.shape[0] ** 0.5 / p.norm().clamp(min=1e-12))
+            state = self.state[p]
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = torch.zeros_like(p)
+            buf.lerp_(p.grad, 1 - beta)
+            update = p.grad.lerp(buf, beta)  # Nesterov, as torch.optim.Muon
+            matrix = orthogonalize(as_matrix(update), group["ns_steps"], self.ns_dtype)
+            rows, cols = matrix.shape
+            if not group["normalize"] and group["weight_decay"]:
+                p.mul_(1 - lr * group["weight_decay"])
+            p.add_(matrix.reshape(p.shape), alpha=-lr * max(1.0, rows / cols) ** 0.5)
 
-    def state_dict(self):  # type: ignore[override]
-        return {"muon": self.muon.state_dict() if self.muon else None,
-                "sgd": self.sgd.state_dict() if self.sgd else None}
-
-    def load_state_dict(self, state):  # type: ignore[override]
-        if self.muon:
-            self.muon.load_state_dict(state["muon"])
-        if self.sgd:
-            self.sgd.load_state_dict(state["sgd"])
+    def _sgd_step(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+        buffers = [self.state[p].get("momentum_buffer") for p in params]
+        sgd(params, [p.grad for p in params], buffers, weight_decay=group["weight_decay"],
+            momentum=group["momentum"], lr=group["lr"], dampening=0.0, nesterov=group["nesterov"], maximize=False)
+        if group["momentum"]:
+            for p, buf in zip(params, buffers):
+                self.state[p]["momentum_buffer"] = buf
 
 
 class LrSchedule:
@@ -165,7 +196,8 @@ class LrSchedule:
             return 1.0
         if c.name == "step":
             return c.gamma ** math.floor(step / (c.step_epochs * self.steps_per_epoch))
-        progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
+        # The last planned step (index total_steps - 1) trains at exactly the final factor.
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - 1 - self.warmup_steps))
         if c.name == "linear":
             return 1 - (1 - c.final_factor) * progress
         # cosine and onecycle: half-cosine from 1 down to final_factor after the warm-up

@@ -152,19 +152,29 @@ class FastNet(Classifier):
 
 
 class FreezeAfter(Callback):
-    """Train `params` only during the first `epochs` epochs (the whitening bias, after airbench)."""
+    """Train `params` only during the first `epochs` epochs (the whitening bias, after airbench).
+
+    A fraction of an epoch freezes them at that step (a time budget stretches the epochs)."""
 
     def __init__(self, params: list[nn.Parameter], epochs: float):
         self.params, self.epochs = params, epochs
 
-    def on_epoch_start(self, trainer, epoch: int) -> None:
+    def _set(self, trainer) -> None:
+        train = trainer.schedule.step_count < round(self.epochs * trainer.schedule.steps_per_epoch)
         for p in self.params:
-            p.requires_grad_(epoch < self.epochs)
-            if epoch >= self.epochs:
+            p.requires_grad_(train)
+            if not train:
                 p.grad = None
 
+    def on_epoch_start(self, trainer, epoch: int) -> None:
+        self._set(trainer)
 
-@register("fastnet", description="airbench-style fast CIFAR net: frozen whitening, dirac init, 3 conv groups")
+    def on_step_end(self, trainer) -> None:
+        self._set(trainer)
+
+
+@register("fastnet", description="airbench-style fast CIFAR net: frozen whitening, dirac init, 3 conv groups",
+          epoch_args=("whiten_bias_epochs",))
 def fastnet(num_classes: int = 10, in_channels: int = 3, widths: Sequence[int] = (64, 256, 256),
             whiten_kernel: int = 2, whiten_eps: float = 5e-4, whiten_samples: int = 5000,
             whiten_bias_epochs: float = 3, bn_momentum: float = 0.6, scale: float = 1 / 9,

@@ -27,19 +27,22 @@ class ModelEntry:
     builder: Callable[..., nn.Module]
     description: str
     task: str  # "classifier" (images -> logits); later issues add backbones and style networks
+    epoch_args: tuple[str, ...] = ()
+    """Arguments counted in epochs (e.g. when a frozen part unfreezes): a time budget stretches them with
+    the rest of the recipe (engine/budget.py)."""
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register(name: str, *, description: str = "", task: str = "classifier"):
+def register(name: str, *, description: str = "", task: str = "classifier", epoch_args: tuple[str, ...] = ()):
     """Decorator that adds a builder function to the registry under `name`."""
 
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         doc = description or (inspect.getdoc(builder) or "").split("\n")[0]
-        _REGISTRY[name] = ModelEntry(name, builder, doc, task)
+        _REGISTRY[name] = ModelEntry(name, builder, doc, task, tuple(epoch_args))
         return builder
 
     return decorate
@@ -70,6 +73,12 @@ def check_arguments(name: str, kwargs: dict[str, Any]) -> None:
         if key not in valid:
             raise UserError(f"unknown argument 'model.{key}' for model '{name}'"
                             f"{did_you_mean(key, valid)}; valid: {', '.join(sorted(valid))}")
+
+
+def epoch_arguments(name: str, kwargs: dict[str, Any]) -> dict[str, float]:
+    """{argument: value in epochs} of a model's epoch-counted arguments (the given value, else the default)."""
+    defaults = arguments(name)
+    return {a: float(kwargs.get(a, defaults[a])) for a in entry(name).epoch_args}
 
 
 def create(name: str, **kwargs: Any) -> nn.Module:

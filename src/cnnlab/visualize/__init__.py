@@ -10,6 +10,7 @@ Each function writes its pictures and data into `out` and returns a summary dict
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -88,8 +89,18 @@ def show_weights(subject: Subject, out: str | Path) -> dict:
 
 def attribution(subject: Subject, images: Sequence[str | Path], out: str | Path, *,
                 methods: Sequence[str] = DEFAULT_METHODS, target: str | int | None = None,
-                layer: str | None = None, batch_size: int = 8, crop: bool = False, precision: str = "fp32") -> dict:
-    """Heatmaps of each method for each image (and a panel of all), plus predictions.json (top-5)."""
+                layer: str | None = None, batch_size: int = 8, crop: bool = False, precision: str = "auto") -> dict:
+    """Heatmaps of each method for each image (and a panel of all), plus predictions.json (top-5).
+
+    precision: auto (bf16 where the hardware computes it natively, else fp32; engine/device.py), fp32, bf16.
+    """
+    from ..engine.device import resolve_execution
+
+    device = next(subject.model.parameters()).device
+    execution = resolve_execution(device, precision)
+    if execution.warning:
+        print(f"warning: {execution.warning}", file=sys.stderr, flush=True)
+    precision = execution.precision
     methods = check_methods(methods)
     paths = expand_image_paths(images)
     pictures = [read_image(p) for p in paths]  # every file is checked before any work starts
@@ -136,7 +147,8 @@ def attribution(subject: Subject, images: Sequence[str | Path], out: str | Path,
         records.append({"image": str(path), "target_index": chosen, "target_name": subject.class_names[chosen],
                         "files": files})
     target_dir.write_json("predictions.json", predictions)  # type: ignore[arg-type]
-    summary = {"model": subject.name, "layer": layer if needs_cam else None, "methods": methods, "images": records}
+    summary = {"model": subject.name, "layer": layer if needs_cam else None, "methods": methods, "images": records,
+               "precision": precision, "precision_reason": execution.reason}
     target_dir.write_json("attribution.json", summary)
     return summary
 

@@ -25,3 +25,88 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in cells]
     return "\n".join(lines)
+
+
+def cpu_class() -> str:
+    """The CPU class every figure names: 'native-bf16' or e.g. 'avx2-no-bf16' (see cnnlab.engine.device)."""
+    from cnnlab.engine.device import cpu_class as klass
+
+    return klass()
+
+
+def cpu_banner() -> str:
+    """One line naming the machine, its CPU class, the software and the commit a figure comes from."""
+    import datetime
+
+    import torch
+
+    from cnnlab.engine.device import cpu_capability, cpu_name, cpu_native_bf16
+    from cnnlab.runs import git_commit
+
+    native = "native bf16" if cpu_native_bf16() else "no native bf16"
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return (f"CPU {cpu_name()} ({cpu_capability()}, {native}: class {cpu_class()}){gpu}, torch {torch.__version__}, "
+            f"{datetime.date.today().isoformat()}, commit {git_commit()[:12]}")
+
+
+def code_version() -> str:
+    """The git tree of src/ (changes only when the code does), '+dirty' with uncommitted source changes."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        tree = subprocess.run(["git", "rev-parse", "HEAD:src"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=root, capture_output=True,
+                               text=True).stdout.strip()
+        return tree[:12] + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def train_process(name: str, config_file, seed: int, overrides: list[str], out, fresh: bool = False,
+                  extra_args: list[str] | None = None) -> dict:
+    """One whole `cnnlab train` process (or its earlier result, reused only for the same config text,
+    overrides, seed, arguments and code version): test/val accuracy and whole-process minutes."""
+    import hashlib
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    run_dir = Path(out) / name
+    record = run_dir / "bench.json"
+    config_file = Path(config_file)
+    extra_args = list(extra_args or [])
+    version = code_version()
+    key = hashlib.sha1((config_file.read_text() + repr(overrides) + repr(extra_args) + str(seed) + version)
+                       .encode()).hexdigest()[:12]
+    if record.is_file() and not fresh and "+dirty" not in version:
+        cached = json.loads(record.read_text())
+        if cached.get("key") == key:
+            return cached
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    cmd = [sys.executable, "-m", "cnnlab", "train", "--config", str(config_file), "--seed", str(seed),
+           "--out", str(run_dir), "--no-progress", *extra_args, *overrides]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
+    minutes = (time.perf_counter() - start) / 60
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    result = {"name": name, "key": key, "code": version, "config": config_file.stem, "seed": seed,
+              "overrides": overrides, "args": extra_args, "minutes": minutes,
+              "test_accuracy": summary["test_accuracy"], "val_accuracy": summary["best_val_accuracy"],
+              "train_seconds": summary["train_seconds"], "epochs": summary["epochs"],
+              "epochs_planned": summary["epochs_planned"], "steps": summary.get("steps"),
+              "precision": summary.get("precision"), "cpu_class": summary.get("cpu_class"),
+              "stop_reason": summary.get("stop_reason")}
+    record.write_text(json.dumps(result, indent=2))
+    acc = result["test_accuracy"] if result["test_accuracy"] is not None else result["val_accuracy"]
+    which = "test" if result["test_accuracy"] is not None else "val"
+    print(f"  {name}: {which} {100 * acc:.2f} % in {minutes:.2f} min", flush=True)
+    return result

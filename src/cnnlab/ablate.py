@@ -5,6 +5,7 @@ product (``grid``), or both (each listed run crossed with the product):
 
     name: course-task1
     base: {model: {name: cnn4}, optim: {name: rmsprop, lr: 0.001}}   # or a config file: base: fast94.yaml
+    common: {data.val_size: 5000, train.final_test: false}           # optional: dotted keys set in every run
     runs:
       - name: cnn-bn
         set: {model.batchnorm: true}
@@ -33,7 +34,7 @@ from .engine import TrainingDiverged
 from .errors import UserError
 from .report import plots
 
-GRID_KEYS = {"name", "description", "base", "runs", "grid"}
+GRID_KEYS = {"name", "description", "base", "common", "runs", "grid"}
 
 
 @dataclass
@@ -83,6 +84,9 @@ def plan(grid_file: str | Path, out: str | Path | None = None, *, max_epochs: fl
     listed = spec.get("runs") or [{"name": "base"}]
     if not isinstance(listed, list):
         raise UserError(f"'runs' in grid file {grid_file} must be a list of {{name, set, reference}} entries")
+    common = spec.get("common") or {}
+    if not isinstance(common, dict):
+        raise UserError(f"'common' in grid file {grid_file} must map dotted keys to values")
     grid = spec.get("grid") or {}
     if not isinstance(grid, dict) or not all(isinstance(v, list) for v in grid.values()):
         raise UserError(f"'grid' in grid file {grid_file} must map dotted keys to lists of values")
@@ -91,7 +95,7 @@ def plan(grid_file: str | Path, out: str | Path | None = None, *, max_epochs: fl
         if not isinstance(item, dict) or set(item) - {"name", "set", "reference"}:
             raise UserError(f"run {i + 1} in grid file {grid_file} must be a mapping with name, set, reference")
         for combo in itertools.product(*grid.values()) if grid else [()]:
-            settings = config_mod.flatten(item.get("set") or {})
+            settings = {**config_mod.flatten(common), **config_mod.flatten(item.get("set") or {})}
             settings.update(dict(zip(grid.keys(), combo)))
             suffix = "-".join(f"{k.split('.')[-1]}={v}" for k, v in zip(grid.keys(), combo))
             run_name = "-".join(p for p in (str(item.get("name", f"run{i + 1}")), suffix) if p)

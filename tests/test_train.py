@@ -98,3 +98,58 @@ def test_ablation_grid_compares_and_skips_finished_runs(tiny_overrides, tmp_path
     capsys.readouterr()
     ablate(f, tmp_path / "abl")
     assert capsys.readouterr().out.count("finished, skipped") == 4
+
+
+class PoisonLastStep(Callback):
+    """After the very last optimizer step of epoch `epoch` (0-based), the weights turn NaN: the loss of that
+    step was computed before the update, so only a check of the weights can see it."""
+
+    def __init__(self, epoch):
+        self.epoch, self.current, self.steps = epoch, -1, 0
+
+    def on_epoch_start(self, trainer, epoch):
+        self.current, self.steps = epoch, 0
+
+    def on_step_end(self, trainer):
+        self.steps += 1
+        if self.current == self.epoch and self.steps == trainer.schedule.steps_per_epoch:
+            with torch.no_grad():
+                next(trainer.model.parameters()).fill_(float("nan"))
+
+
+def test_nan_weights_after_the_last_step_are_never_saved(tiny_overrides, tmp_path):
+    out = tmp_path / "r"
+    cfg = config.resolve(None, {**tiny_overrides, "data.val_size": 0, "out": str(out)})  # no validation to notice
+    with pytest.raises(TrainingDiverged, match=r"weights became NaN or infinite .* in epoch 2.*epoch 1\)"):
+        train(cfg, callbacks=[PoisonLastStep(1)])
+    best = load_file(out / "best.safetensors")
+    assert all(torch.isfinite(v).all() for v in best.values() if v.is_floating_point())
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["fit"]["epoch"] == 1
+    assert not (out / "summary.json").exists()
+
+
+def test_plateau_without_validation_is_refused(tiny_overrides, tmp_path):
+    cfg = config.resolve(None, {**tiny_overrides, "schedule.name": "plateau", "data.val_size": 0,
+                                "out": str(tmp_path / "r")})
+    with pytest.raises(UserError, match="schedule 'plateau' .* needs data.val_size > 0"):
+        train(cfg)
+
+
+def test_evaluate_applies_the_runs_test_time_augmentation(tiny_overrides, tmp_path):
+    from cnnlab.classify import load_run_model
+    from cnnlab.data import load
+    from cnnlab.data.loader import TensorBatches
+    from cnnlab.engine import predict
+
+    out = tmp_path / "r"
+    summary = train(config.resolve(None, {**tiny_overrides, "train.tta": "flip_translate", "out": str(out)})).summary
+    ev = evaluate(out)
+    assert ev["test_loss"] == pytest.approx(summary["test_loss"], abs=1e-5)
+    model, cfg, _ = load_run_model(out)
+    data = load(cfg.data)
+    batches = TensorBatches(data.test_images, data.test_labels, 100, mean=data.mean, std=data.std)
+    cpu = torch.device("cpu")
+    with_tta = predict(model, batches, cpu, "fp32", "flip_translate")
+    without = predict(model, batches, cpu, "fp32", "none")
+    assert ev["test_loss"] == pytest.approx(with_tta.loss, abs=1e-4)
+    assert abs(without.loss - with_tta.loss) > 1e-3  # so the check above could fail

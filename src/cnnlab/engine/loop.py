@@ -126,7 +126,7 @@ class Trainer:
                  deadline: float | None = None, validate: str = "epoch", train_module: nn.Module | None = None):
         self.model = model
         # Under torchrun the forward/backward go through the DDP wrapper; everything else uses the model.
-        self.train_module = train_module or model
+        self.train_module = train_module if train_module is not None else model  # (a compiled module has no len)
         self.optimizer, self.schedule = optimizer, schedule
         self.device, self.precision, self.channels_last = device, precision, channels_last
         self.label_smoothing, self.grad_clip = label_smoothing, grad_clip

@@ -110,3 +110,14 @@ def train_process(name: str, config_file, seed: int, overrides: list[str], out, 
     which = "test" if result["test_accuracy"] is not None else "val"
     print(f"  {name}: {which} {100 * acc:.2f} % in {minutes:.2f} min", flush=True)
     return result
+
+
+def save_result(stem: str, text: str):
+    """Write benchmarks/results/<stem>-<CPU class>.md (the figures a README table cites) and return its path."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent / "results" / f"{stem}-{cpu_class()}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(f"written to {path}")
+    return path

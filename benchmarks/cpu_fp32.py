@@ -30,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+TITLE = "# fp32 training speed on this CPU: each trick against the landed path"
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "as landed": dict(channels_last=False, ns="bf16", allocator=False),
@@ -107,7 +108,7 @@ def main() -> None:
         spec, size = json.loads(args.child)
         print(json.dumps(measure(spec, size, args.steps, args.repeats, args.model_widths)))
         return
-    from _common import cpu_banner, table
+    from _common import cpu_banner, save_result, table
 
     print(cpu_banner(), flush=True)
     print(f"fastnet widths {args.model_widths}, median of {args.repeats} x {args.steps} steps, 2 threads\n", flush=True)
@@ -132,8 +133,12 @@ def main() -> None:
             cells.append(f"{ips:,.0f} img/s ({ips / base[size]:.2f}x{extra})")
         rows.append(cells)
         print("  " + " | ".join(cells), flush=True)
+    text = table(["variant", *[f"{s} px" for s in args.sizes]], rows)
     print()
-    print(table(["variant", *[f"{s} px" for s in args.sizes]], rows))
+    print(text)
+    save_result("cpu-fp32", f"{TITLE}\n\n{cpu_banner()}\n\nWritten by `python benchmarks/cpu_fp32.py` (fastnet "
+                f"{args.model_widths}, batch 500 unless named, median of {args.repeats} x {args.steps} steps, each "
+                f"variant in a fresh process).\n\n{text}\n")
 
 
 if __name__ == "__main__":

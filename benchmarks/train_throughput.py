@@ -17,7 +17,7 @@ import argparse
 
 import torch
 
-from _common import cpu_banner, median_time, table
+from _common import cpu_banner, median_time, save_result, table
 from cnnlab import models
 from cnnlab.config import AugmentConfig, OptimConfig, ScheduleConfig
 from cnnlab.data.augment import BatchAugment
@@ -26,6 +26,7 @@ from cnnlab.engine import Trainer
 from cnnlab.engine.device import configure_threads, resolve_execution, tune_cpu_allocator
 from cnnlab.engine.optim import LrSchedule, build_optimizer
 
+TITLE = "# Training throughput by precision and memory format"
 EPOCH_IMAGES = 45_000
 
 
@@ -83,8 +84,11 @@ def main() -> None:
             rows.append([label, precision + (" + channels_last" if cl else "") + picked, f"{ips:,.0f}",
                          f"{EPOCH_IMAGES / ips:.1f}", f"{ips / base:.2f}x"])
             print(f"  {rows[-1]}", flush=True)
+    text = table(["model", "precision", "images/s", "s/epoch (45k)", "vs fp32 contiguous"], rows)
     print()
-    print(table(["model", "precision", "images/s", "s/epoch (45k)", "vs fp32 contiguous"], rows))
+    print(text)
+    save_result("train-throughput", f"{TITLE}\n\n{cpu_banner()}\n\nWritten by `python benchmarks/train_throughput.py` "
+                f"({threads} threads, batch {args.batch_size}, median of {args.repeats}).\n\n{text}\n")
 
 
 if __name__ == "__main__":

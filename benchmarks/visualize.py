@@ -7,8 +7,10 @@ matters), three ways, in the same run, on the same images and target classes (th
 computed once beforehand), so each way does one forward and one backward pass per image:
 - plain: the grad-cam package used the plain way, one image at a time, a new GradCAM object per image;
 - cnnlab fp32: cnnlab's Attributor (one hooked CAM object, images in batches of --batch);
-- cnnlab bf16: the same with bf16 autocast.
-Figures are medians of --repeats runs; "vs plain" is the plain time per image over this row's.
+- cnnlab bf16: the same with bf16 autocast (only on CPUs with native bf16: elsewhere it is emulated and
+  many times slower, and `--precision auto` never picks it).
+Figures are medians of --repeats runs; "vs plain" is the plain time per image over this row's. Writes
+benchmarks/results/visualize-<CPU class>.md.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ import argparse
 
 import torch
 
-from _common import median_time, table
+from _common import cpu_banner, median_time, save_result, table
 from cnnlab import models
-from cnnlab.engine.device import configure_threads
+from cnnlab.engine.device import configure_threads, cpu_native_bf16
 from cnnlab.visualize import MaximizeSettings, Subject, maximize
 from cnnlab.visualize.attribution import Attributor
 from cnnlab.visualize.subject import default_cam_layer
@@ -48,8 +50,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=16)
     args = parser.parse_args()
     threads = configure_threads(args.threads)
-    print(f"torch {torch.__version__}, {threads} threads, {args.images} images of 224x224, "
-          f"median of {args.repeats}\n")
+    setup = f"{threads} threads, {args.images} images of 224x224, median of {args.repeats}"
+    print(f"{cpu_banner()}\n{setup}\n")
     images = torch.randn(args.images, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     rows = []
     for name, kwargs in (("efficientnet_lite0", {}), ("resnet50", {"weights": "none"})):
@@ -60,7 +62,7 @@ def main() -> None:
             targets = model(images).argmax(1)
         plain, _ = median_time(lambda: plain_gradcam(model, layer, images, targets), args.repeats)
         cases = [("plain grad-cam, 1 image at a time", plain)]
-        for precision in ("fp32", "bf16"):
+        for precision in ("fp32", "bf16") if cpu_native_bf16() else ("fp32",):
             for batch in (1, args.batch):
                 t, _ = median_time(lambda: cnnlab_gradcam(model, layer, images, targets, batch, precision),
                                    args.repeats)
@@ -69,8 +71,9 @@ def main() -> None:
             per = seconds / args.images
             rows.append([name, label, f"{1000 * per:.0f}", f"{plain / seconds:.2f}x"])
             print(f"  {rows[-1]}", flush=True)
+    text = table(["model", "Grad-CAM", "ms / image", "vs plain"], rows)
     print()
-    print(table(["model", "Grad-CAM", "ms / image", "vs plain"], rows))
+    print(text)
 
     torch.manual_seed(0)
     cnn4 = models.create("cnn4", batchnorm=True).eval()
@@ -81,8 +84,11 @@ def main() -> None:
     settings = MaximizeSettings(steps=256)
     seconds, _ = median_time(lambda: maximize(subject, "features.conv4", list(range(64)), settings),
                              max(1, args.repeats // 2), warmup=0)
-    print(f"\n64-filter grid of cnn4 features.conv4 (32x32, {settings.steps} steps, Fourier parametrization): "
-          f"{seconds:.1f} s")
+    grid = (f"64-filter grid of cnn4 features.conv4 (32x32, {settings.steps} steps, Fourier parametrization): "
+            f"{seconds:.1f} s")
+    print(f"\n{grid}")
+    save_result("visualize", f"# Speed of the visualizations\n\n{cpu_banner()}\n\nWritten by `python benchmarks/"
+                f"visualize.py` ({setup}).\n\n{text}\n\n{grid}\n")
 
 
 if __name__ == "__main__":

@@ -83,6 +83,9 @@ def test_corrupt_bin_files(tmp_path):
     (["--batch-size", "-8"], ["'train.batch_size' must be greater than 0"]),
     (["--batch-size", "many"], ["--batch-size", "invalid int value"]),
     (["--config", "no-such.yaml"], ["no-such.yaml does not exist"]),
+    (["--precision", "fp16"], ["'train.precision' must be one of auto, fp32, bf16, got 'fp16'"]),
+    (["train.channels_last=sometimes"], ["'train.channels_last' must be one of auto, true, false, got 'sometimes'"]),
+    (["--minutes", "0"], ["'train.budget_minutes' must be greater than 0 minutes, got 0"]),
 ])
 def test_bad_arguments(args, fragments, tmp_path, fake_cifar_root):
     proc = cnnlab("train", *TINY, "--data-root", fake_cifar_root, "--out", tmp_path / "r", *args)

@@ -187,9 +187,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train(cfg, resume=args.resume)
     if result.summary:
         s = result.summary
-        val = "" if s.get("best_val_accuracy") is None else f", best val accuracy {100 * s['best_val_accuracy']:.2f}%"
-        print(f"test accuracy {100 * s['test_accuracy']:.2f}%{val}, {s['epochs']} epochs in "
-              f"{s['train_seconds'] / 60:.1f} min\nrun directory: {result.run_dir}")
+        figures = [f"{label} {100 * s[key]:.2f}%" for label, key in (("test accuracy", "test_accuracy"),
+                                                                      ("best val accuracy", "best_val_accuracy"))
+                   if s.get(key) is not None]
+        print(f"{', '.join(figures) or 'no evaluation'}, {s['epochs']} epochs in {s['train_seconds'] / 60:.1f} min"
+              f"\nrun directory: {result.run_dir}")
     return 0
 
 

@@ -14,7 +14,8 @@ Protocol (the test set is touched only for the final figures):
 - targets: the configs as shipped (all 50,000 training images), test accuracy over >= 5 seeds, mean ± std.
 Every run is a whole `cnnlab train` process; its minutes are the process's wall-clock time (imports, data
 loading, whitening, training, the final evaluation). Runs land in --out and are reused only for the same
-config text, overrides, seed and code version (git tree of src/). Writes
+config text, overrides, seed and code version (git tree of src/; CNNLAB_BENCH_ACCEPT_CODE=<tree>,... also
+accepts runs of those earlier versions, and the results name every version used). Writes
 benchmarks/results/fast-cifar-<CPU class>.md.
 """
 
@@ -26,7 +27,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from _common import cpu_banner, cpu_class, table, train_process
+from _common import code_versions_note, cpu_banner, cpu_class, table, train_process
 
 ROOT = Path(__file__).resolve().parents[1]
 # Targets by CPU class (issue "Fast on the CPU people actually have"): (accuracy, whole-process minutes).
@@ -180,6 +181,7 @@ def main() -> None:
                 "short": short}[section](args, out)
         print(text, flush=True)
         report.append(f"## {section}\n\n{text}\n")
+    report.append(code_versions_note() + "\n")
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     configs = f"-{'-'.join(args.configs)}" if sections == ["targets"] else ""

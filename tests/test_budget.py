@@ -134,3 +134,16 @@ def test_bad_budgets_are_one_line_errors(tmp_path, fake_cifar_root):
     proc = cnnlab("train", "--minutes", "0.01", "--data-root", fake_cifar_root, "data.download=false",
                   "--val-size", "0", "--out", tmp_path / "r2")
     assert_one_line_error(proc, "--minutes 0.01 is too small for one training step", "give at least --minutes")
+
+
+def test_the_budget_of_a_command_counts_from_its_process_start():
+    """The interpreter's start and the imports (torch: seconds) belong to the minutes `--minutes` promises."""
+    import time
+
+    from cnnlab.engine.budget import process_start
+
+    age = time.perf_counter() - process_start()
+    if sys.platform.startswith("linux"):
+        assert 0.3 < age < 600, age  # this pytest process has imported torch and collected tests by now
+    else:
+        assert age >= 0

@@ -245,13 +245,16 @@ def _check_fits(cfg: Config, data: data_mod.ClassificationData) -> None:
                         "needs data.val_size > 0 and train.validate: epoch")
 
 
-def train(cfg: Config, *, resume: str | Path | None = None, callbacks: Sequence[Callback] = ()) -> RunResult:
+def train(cfg: Config, *, resume: str | Path | None = None, callbacks: Sequence[Callback] = (),
+          started: float | None = None) -> RunResult:
     """Train the configured classifier, write its run directory, evaluate it on the test set.
 
     `resume` continues an interrupted run from its last checkpoint; the result equals an uninterrupted
-    run with the same seed. Extra `callbacks` see every epoch (tests use them to interrupt).
+    run with the same seed. Extra `callbacks` see every epoch (tests use them to interrupt). `started` is the
+    time.perf_counter() value a time budget counts from (default: now; the CLI passes its process's start,
+    so that --minutes covers the interpreter's start and imports too).
     """
-    wall_start = time.perf_counter()
+    wall_start = time.perf_counter() if started is None else started
     config_mod.validate(cfg)
     check_names(cfg)
     run, cfg = _prepare_run_dir(cfg, resume)

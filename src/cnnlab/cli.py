@@ -184,7 +184,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             cfg.out = cfg.out or args.resume
     else:
         cfg = config_mod.resolve(args.config, overrides)
-    result = train(cfg, resume=args.resume)
+    from .engine.budget import process_start
+
+    result = train(cfg, resume=args.resume, started=process_start())
     if result.summary:
         s = result.summary
         figures = [f"{label} {100 * s[key]:.2f}%" for label, key in (("test accuracy", "test_accuracy"),

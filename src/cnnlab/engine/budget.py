@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -35,6 +36,25 @@ import torch
 
 from ..config import Config
 from ..errors import UserError
+
+def process_start() -> float:
+    """The time.perf_counter() value at which this process started (from /proc on Linux), else now.
+
+    `cnnlab train --minutes M` promises M minutes for the whole command, and the interpreter's start and
+    the imports (torch alone takes 1-3 s) come before any line of cnnlab runs: measured from inside
+    train(), a 15-minute budget ended 3 s late. An age that /proc cannot give sensibly (not Linux, or not
+    within 10 minutes) counts from now.
+    """
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        age = uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: start, clock ticks after boot
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter()
+    return time.perf_counter() - age if 0.0 <= age < 600.0 else time.perf_counter()
+
 
 FINAL_WRITE_SECONDS = 3.0
 """Writing summary, weights, plots and the confusion matrix at the end (measured about 2 s on a 2-core CPU)."""

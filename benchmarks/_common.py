@@ -65,10 +65,24 @@ def code_version() -> str:
         return "unknown"
 
 
+RUNS_SEEN: list[dict] = []  # every run train_process returned in this process (for code_versions_note)
+
+
+def accepted_code_versions() -> list[str]:
+    """Earlier code versions whose cached runs count as this one's: CNNLAB_BENCH_ACCEPT_CODE, comma-separated.
+
+    For a change that cannot move a figure (a printed message, say) so hours of runs need not be redone; the
+    run's own code version stays in its bench.json and the results list every version their runs came from."""
+    import os
+
+    return [v.strip() for v in os.environ.get("CNNLAB_BENCH_ACCEPT_CODE", "").split(",") if v.strip()]
+
+
 def train_process(name: str, config_file, seed: int, overrides: list[str], out, fresh: bool = False,
                   extra_args: list[str] | None = None) -> dict:
     """One whole `cnnlab train` process (or its earlier result, reused only for the same config text,
-    overrides, seed, arguments and code version): test/val accuracy and whole-process minutes."""
+    overrides, seed, arguments and code version, or a version accepted by CNNLAB_BENCH_ACCEPT_CODE):
+    test/val accuracy and whole-process minutes."""
     import hashlib
     import json
     import shutil
@@ -82,11 +96,15 @@ def train_process(name: str, config_file, seed: int, overrides: list[str], out, 
     config_file = Path(config_file)
     extra_args = list(extra_args or [])
     version = code_version()
-    key = hashlib.sha1((config_file.read_text() + repr(overrides) + repr(extra_args) + str(seed) + version)
-                       .encode()).hexdigest()[:12]
+    def key_for(code: str) -> str:
+        return hashlib.sha1((config_file.read_text() + repr(overrides) + repr(extra_args) + str(seed) + code)
+                            .encode()).hexdigest()[:12]
+
+    key = key_for(version)
     if record.is_file() and not fresh and "+dirty" not in version:
         cached = json.loads(record.read_text())
-        if cached.get("key") == key:
+        if cached.get("key") in {key_for(code) for code in [version, *accepted_code_versions()]}:
+            RUNS_SEEN.append(cached)
             return cached
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -106,6 +124,7 @@ def train_process(name: str, config_file, seed: int, overrides: list[str], out, 
               "precision": summary.get("precision"), "cpu_class": summary.get("cpu_class"),
               "stop_reason": summary.get("stop_reason")}
     record.write_text(json.dumps(result, indent=2))
+    RUNS_SEEN.append(result)
     acc = result["test_accuracy"] if result["test_accuracy"] is not None else result["val_accuracy"]
     which = "test" if result["test_accuracy"] is not None else "val"
     print(f"  {name}: {which} {100 * acc:.2f} % in {minutes:.2f} min", flush=True)
@@ -121,3 +140,10 @@ def save_result(stem: str, text: str):
     path.write_text(text)
     print(f"written to {path}")
     return path
+
+
+def code_versions_note(runs: list[dict] | None = None) -> str:
+    """One line naming the code versions (git tree of src/) the runs (default: all seen) came from."""
+    runs = RUNS_SEEN if runs is None else runs
+    versions = sorted({r.get("code", "unknown") for r in runs})
+    return f"Runs from code version{'s' if len(versions) > 1 else ''} (git tree of src/): {', '.join(versions)}."

@@ -10,6 +10,8 @@ course's CNN (configs/course-cnn.yaml: cnn4 + batch norm + dropout + augmentatio
 budgets; its schedule has no end (constant lr with Keras decay), so a budget only sets its length.
 Writes benchmarks/results/budget-<CPU class>.md and .png (accuracy against minutes, CPU class in the title).
 Runs land in --out and are reused only for the same config text, overrides, seed and code version.
+CNNLAB_BENCH_ACCEPT_CODE=<tree>[,<tree>] also reuses runs of those earlier code versions (for a change
+that cannot move a figure); the results name every code version their runs came from.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import os
 import statistics
 from pathlib import Path
 
-from _common import cpu_banner, cpu_class, table, train_process
+from _common import code_versions_note, cpu_banner, cpu_class, table, train_process
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = {"fast": "fast89", "course": "course-cnn"}
@@ -65,7 +67,8 @@ def main() -> None:
     results_dir.mkdir(parents=True, exist_ok=True)
     md = results_dir / f"budget-{klass}.md"
     md.write_text(f"# Test accuracy against time budget ({klass})\n\n{banner}\n\nWritten by "
-                  f"`python benchmarks/budget.py` (whole `cnnlab train --minutes M` processes).\n\n{text}\n")
+                  f"`python benchmarks/budget.py` (whole `cnnlab train --minutes M` processes). "
+                  f"{code_versions_note()}\n\n{text}\n")
     plot(results, recipes, results_dir / f"budget-{klass}.png", f"CIFAR-10 test accuracy by budget, {klass} CPU")
     print(f"\nwritten to {md} and {md.with_suffix('.png')}")
 

@@ -5,6 +5,7 @@ validation split.
     python benchmarks/fast_cifar.py --only ablation --ablate-config fast89
     python benchmarks/fast_cifar.py --only choices            # fast93's label smoothing, on validation
     python benchmarks/fast_cifar.py --only precision          # fp32 vs bf16 (bf16 only where native)
+    python benchmarks/fast_cifar.py --only short              # shapes for short budgets (--minutes 2 and 5)
 
 Protocol (the test set is touched only for the final figures):
 - ablation / choices: train on 45,000 images, rank on the 5,000 held out (data.val_size=5000, split seed 0),
@@ -13,7 +14,8 @@ Protocol (the test set is touched only for the final figures):
 - targets: the configs as shipped (all 50,000 training images), test accuracy over >= 5 seeds, mean ± std.
 Every run is a whole `cnnlab train` process; its minutes are the process's wall-clock time (imports, data
 loading, whitening, training, the final evaluation). Runs land in --out and are reused only for the same
-config text, overrides, seed and code version (git tree of src/). Writes
+config text, overrides, seed and code version (git tree of src/; CNNLAB_BENCH_ACCEPT_CODE=<tree>,... also
+accepts runs of those earlier versions, and the results name every version used). Writes
 benchmarks/results/fast-cifar-<CPU class>.md.
 """
 
@@ -22,9 +24,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 from pathlib import Path
 
-from _common import cpu_banner, cpu_class, table, train_process
+from _common import code_versions_note, cpu_banner, cpu_class, table, train_process
 
 ROOT = Path(__file__).resolve().parents[1]
 # Targets by CPU class (issue "Fast on the CPU people actually have"): (accuracy, whole-process minutes).
@@ -111,6 +114,30 @@ def choices(args, out: Path) -> str:
     return table(["config", "choice", "validation accuracy", "minutes"], rows)
 
 
+# Variants for short budgets, each run with `--minutes M` on the validation protocol (the same budget for all:
+# test-time views and width trade evaluation time against training steps).
+SHORT = [
+    ("fast89 as shipped (6 test-time views)", []),
+    ("flip-only test-time views", ["train.tta=flip"]),
+    ("no test-time views", ["train.tta=none"]),
+    ("narrower: widths 32-64-128", ["model.widths=[32,64,128]", "model.scale=0.0078125"]),
+]
+
+
+def short(args, out: Path) -> str:
+    rows = []
+    for minutes in args.short_minutes:
+        for index, (label, overrides) in enumerate(SHORT):
+            results = [train_process(f"fast89-val-{minutes:g}min-short-{index}-s{s}", config_file("fast89"), s,
+                                     [*VALIDATION, *overrides], out, args.fresh, ["--minutes", f"{minutes:g}"])
+                       for s in args.ablate_seeds]
+            rows.append([f"{minutes:g}", label, " ".join(overrides) or "-",
+                         mean_std([r["val_accuracy"] for r in results]),
+                         f"{statistics.mean(r['epochs_planned'] for r in results):.2f}",
+                         f"{max(r['minutes'] for r in results):.2f}"])
+    return table(["budget (min)", "variant", "overrides", "validation accuracy", "epochs", "minutes (max)"], rows)
+
+
 def precision(args, out: Path) -> str:
     from cnnlab.engine.device import cpu_native_bf16
 
@@ -123,13 +150,15 @@ def precision(args, out: Path) -> str:
                                  [*VALIDATION, *overrides], out, args.fresh) for s in args.seeds]
         rows.append([label, ", ".join(str(s) for s in args.seeds), mean_std([r["val_accuracy"] for r in results]),
                      f"{statistics.mean(r['minutes'] for r in results):.2f}"])
-    note = "" if cpu_native_bf16() else "\n(bf16 not run: this CPU has no native bf16, where it is emulated and 10x slower.)"
+    note = "" if cpu_native_bf16() else \
+        "\n(bf16 not run: this CPU has no native bf16; bf16 is emulated there and about 10x slower.)"
     return table(["precision", "seeds", "validation accuracy", "minutes"], rows) + note
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
-    parser.add_argument("--only", choices=["targets", "ablation", "choices", "precision"], nargs="+")
+    parser.add_argument("--only", choices=["targets", "ablation", "choices", "precision", "short"], nargs="+")
+    parser.add_argument("--short-minutes", type=float, nargs="+", default=[2, 5])
     parser.add_argument("--configs", nargs="+", default=["fast89", "fast93", "fast94"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--ablate-config", default="fast89")
@@ -144,16 +173,19 @@ def main() -> None:
     banner = cpu_banner()
     print(banner, flush=True)
     sections = args.only or ["targets", "ablation", "choices", "precision"]
-    report = [f"{banner}\n\nWritten by `python benchmarks/fast_cifar.py --only {' '.join(sections)}`.\n"]
+    command = " ".join(["python benchmarks/fast_cifar.py", *sys.argv[1:]])
+    report = [f"{banner}\n\nWritten by `{command}`.\n"]
     for section in sections:
         print(f"\n## {section}", flush=True)
-        text = {"targets": targets, "ablation": ablation, "choices": choices, "precision": precision}[section](
-            args, out)
+        text = {"targets": targets, "ablation": ablation, "choices": choices, "precision": precision,
+                "short": short}[section](args, out)
         print(text, flush=True)
         report.append(f"## {section}\n\n{text}\n")
+    report.append(code_versions_note() + "\n")
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    path = results / f"fast-cifar-{'-'.join(sections)}-{cpu_class()}.md"
+    configs = f"-{'-'.join(args.configs)}" if sections == ["targets"] else ""
+    path = results / f"fast-cifar-{'-'.join(sections)}{configs}-{cpu_class()}.md"
     path.write_text("\n".join(report))
     print(f"\nwritten to {path}")
 

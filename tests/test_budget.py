@@ -131,6 +131,6 @@ def test_bad_budgets_are_one_line_errors(tmp_path, fake_cifar_root):
     for value in ("0", "-1"):
         proc = cnnlab("train", "--minutes", value, "--data-root", fake_cifar_root, "--out", tmp_path / "r")
         assert_one_line_error(proc, "train.budget_minutes", f"got {value}")
-    proc = cnnlab("train", "--minutes", "0.01", "--data-root", fake_cifar_root, "data.download=false", "--val-size", "0",
-                  "--out", tmp_path / "r2")
+    proc = cnnlab("train", "--minutes", "0.01", "--data-root", fake_cifar_root, "data.download=false",
+                  "--val-size", "0", "--out", tmp_path / "r2")
     assert_one_line_error(proc, "--minutes 0.01 is too small for one training step", "give at least --minutes")

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,3 +129,15 @@ def test_resume_with_changed_config_and_nan_loss(tmp_path, fake_cifar_root):
 def test_models_command_lists_registry():
     proc = cnnlab("models")
     assert proc.returncode == 0 and "cnn4" in proc.stdout and "mlp" in proc.stdout
+
+
+def test_a_run_without_test_evaluation_reports_validation(tmp_path, fake_cifar_root):
+    """Recipe sweeps never see the test set (train.final_test=false); the command still ends cleanly."""
+    out = tmp_path / "r"
+    proc = cnnlab("train", *TINY, "--data-root", fake_cifar_root, "--out", out, "--epochs", "1",
+                  "train.final_test=false", "train.validate=end")
+    assert proc.returncode == 0, proc.stderr
+    assert "best val accuracy" in proc.stdout and "test accuracy" not in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["test_accuracy"] is None and summary["best_val_accuracy"] is not None
+    assert not (out / "evaluation.json").exists()

@@ -100,8 +100,9 @@ def test_resume_of_a_budget_run_keeps_its_plan(fake_cifar_root, tmp_path):
     assert resumed.summary["budget"] == plan and resumed.summary["steps"] == plan["total_steps"]
     f = plan["stretch"]
     plain = {k: v for k, v in base.items() if k != "train.budget_minutes"}
-    train(config.resolve(CONFIGS / "fast89.yaml", {**plain, "out": str(tmp_path / "plain"), "train.epochs": plan["epochs"],
-                                                   "data.low_res_epochs": f, "model.whiten_bias_epochs": f}))
+    train(config.resolve(CONFIGS / "fast89.yaml", {**plain, "out": str(tmp_path / "plain"),
+                                                   "train.epochs": plan["epochs"], "data.low_res_epochs": f,
+                                                   "model.whiten_bias_epochs": f}))
     assert_same_weights(tmp_path / "plain", tmp_path / "cut")
 
 

@@ -1,7 +1,5 @@
 """Whole training runs on small data: run directory, resume, divergence, ablation grids."""
 
-import json
-
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -9,17 +7,7 @@ from safetensors.torch import load_file
 from cnnlab import ablate, config, evaluate, train
 from cnnlab.engine import Callback, TrainingDiverged
 from cnnlab.errors import UserError
-
-
-class InterruptAt(Callback):
-    """Simulates Ctrl-C when epoch `epoch` (0-based) starts."""
-
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    def on_epoch_start(self, trainer, epoch):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt
+from test_resume import InterruptAt
 
 
 def test_run_directory_contract(tiny_overrides, tmp_path):

@@ -21,17 +21,20 @@ from torch import nn
 
 from . import config as config_mod
 from . import data as data_mod
-from . import models, runs
+from . import models, runs, transfer
 from .config import Config
 from .data.augment import BatchAugment
 from .data.loader import TensorBatches, steps_per_epoch
 from .engine import Callback, Trainer, TrainingDiverged, budget, distributed, predict
 from .engine.averaging import Lookahead
-from .engine.device import (Execution, configure_threads, memory_format, resolve_execution, select_device,
-                            tune_cpu_allocator)
+from .engine.device import (Execution, autocast, configure_threads, memory_format, resolve_execution,
+                            select_device, tune_cpu_allocator)
 from .engine.metrics import confusion_matrix, per_class_accuracy
 from .engine.optim import LrSchedule, build_optimizer, check_names as check_optim_names
 from .errors import UserError
+from .models import surgery
+from .models.backbones import preprocess_for
+from .transfer import features as transfer_features
 from .report import plots
 
 
@@ -63,22 +66,21 @@ def build_model(cfg: Config, data: data_mod.ClassificationData | None = None, nu
     """The configured model; class count and input shape come from the data unless the config sets them."""
     if data is not None:
         num_classes, image_shape = len(data.classes), data.image_shape
-    accepted = models.arguments(cfg.model.name)
-    implied = {"num_classes": num_classes}
-    if image_shape is not None:
-        implied.update(in_channels=image_shape[0], image_size=image_shape[1])
-    kwargs = {k: v for k, v in implied.items() if k in accepted and v is not None}
-    kwargs.update(cfg.model.args)
-    return models.create(cfg.model.name, **kwargs)
+    return models.create_for(cfg.model.name, cfg.model.args, num_classes, image_shape)
 
 
 def make_batches(cfg: Config, data: data_mod.ClassificationData, device: torch.device,
                  channels_last: bool) -> tuple[TensorBatches, ...]:
-    """(train, val, test) batch iterables on the device; train.batch_size is the global batch (torchrun)."""
+    """(train, val, test) batch iterables on the device; train.batch_size is the global batch (torchrun).
+
+    For a features run the tensors are feature vectors: no normalization, augmentation or image layout."""
     t = cfg.train
-    common = dict(mean=data.mean, std=data.std, device=device, channels_last=channels_last)
+    images = not cfg.transfer.features
+    common = dict(mean=data.mean, std=data.std, device=device, channels_last=channels_last and images,
+                  normalize=images)
+    augment = BatchAugment(cfg.data.augment, data.image_shape[-1], seed=t.seed) if images else None
     train = TensorBatches(data.train_images, data.train_labels, t.batch_size, shuffle=True, seed=t.seed,
-                          augment=BatchAugment(cfg.data.augment, data.image_shape[-1], seed=t.seed),
+                          augment=augment,
                           rank=distributed.rank(), world_size=distributed.world_size(),
                           low_res=(cfg.data.low_res_size, cfg.data.low_res_epochs), **common)
     val = TensorBatches(data.val_images, data.val_labels, t.eval_batch_size, **common)
@@ -101,14 +103,17 @@ def build_trainer(cfg: Config, model: nn.Module, train_batches: TensorBatches, e
                   device: torch.device, total_steps: int, **extra: Any) -> Trainer:
     """Optimizer, schedule and Trainer for `model` (used by training and by the budget's calibration)."""
     t = cfg.train
-    optimizer = build_optimizer(model, effective_optim(cfg), execution.precision)
+    optim = effective_optim(cfg)
+    groups = transfer.parameter_groups(model, cfg, optim.lr) if transfer.is_transfer(cfg) and \
+        not cfg.transfer.features else None
+    optimizer = build_optimizer(model, optim, execution.precision, groups)
     schedule = LrSchedule(optimizer, cfg.schedule, steps_per_epoch=len(train_batches), total_steps=total_steps,
                           keras_decay=cfg.optim.decay)
     return Trainer(model, optimizer, schedule, device=device, precision=execution.precision,
                    channels_last=execution.channels_last, label_smoothing=t.label_smoothing, grad_clip=t.grad_clip,
                    ema_decay=t.ema.decay, ema_every=t.ema.every,
                    ema_start_step=int(t.ema.warmup_epochs * len(train_batches)), tta=t.tta, validate=t.validate,
-                   **extra)
+                   early_stopping=cfg.transfer.early_stopping, **extra)
 
 
 # ----------------------------------------------------------------------------------------------- callbacks
@@ -216,8 +221,8 @@ def plan_budget(cfg: Config, data: data_mod.ClassificationData, device: torch.de
     """Calibrate this machine on a throwaway copy of the model, then plan cfg.train.budget_minutes."""
     train_batches, _, _ = make_batches(cfg, data, device, execution.channels_last)
 
-    def make_trainer() -> Trainer:
-        model = build_model(cfg, data).to(device, memory_format=memory_format(execution.channels_last))
+    def make_trainer() -> Trainer:  # frozen layers and all, as the run will train it
+        model, _ = prepared_model(cfg, data, device, execution, load_source=False)
         return build_trainer(cfg, model, train_batches, execution, device, total_steps=10 ** 6)
 
     eval_images = train_batches.normalize(train_batches.images[: cfg.train.eval_batch_size])
@@ -240,21 +245,32 @@ def _check_fits(cfg: Config, data: data_mod.ClassificationData) -> None:
     if cfg.train.batch_size % world:
         raise UserError(f"config field 'train.batch_size' ({cfg.train.batch_size}) is the global batch and must be "
                         f"a multiple of the {world} processes")
-    if cfg.schedule.name == "plateau" and (len(data.val_labels) == 0 or cfg.train.validate != "epoch"):
+    if (cfg.transfer.early_stopping or cfg.schedule.name == "plateau") and \
+            (len(data.val_labels) == 0 or cfg.train.validate != "epoch"):
+        if cfg.transfer.early_stopping:
+            raise UserError("early stopping watches the validation accuracy, so it needs validation images "
+                            "(data.val_size / data.val_fraction > 0) and train.validate: epoch")
         raise UserError("schedule 'plateau' reduces the learning rate when validation stops improving, so it "
                         "needs data.val_size > 0 and train.validate: epoch")
+    if cfg.transfer.features and cfg.train.tta != "none":
+        raise UserError(f"train.tta '{cfg.train.tta}' needs images, but a features run classifies feature vectors; "
+                        f"set train.tta: none")
 
 
-def train(cfg: Config, *, resume: str | Path | None = None, callbacks: Sequence[Callback] = (),
-          started: float | None = None) -> RunResult:
-    """Train the configured classifier, write its run directory, evaluate it on the test set.
+@dataclass
+class Session:
+    """Where and how a run computes (resolved once at its start)."""
 
-    `resume` continues an interrupted run from its last checkpoint; the result equals an uninterrupted
-    run with the same seed. Extra `callbacks` see every epoch (tests use them to interrupt). `started` is the
-    time.perf_counter() value a time budget counts from (default: now; the CLI passes its process's start,
-    so that --minutes covers the interpreter's start and imports too).
-    """
-    wall_start = time.perf_counter() if started is None else started
+    run: runs.RunDir
+    cfg: Config
+    device: torch.device
+    threads: int
+    execution: Execution
+    wall_start: float
+
+
+def _open_session(cfg: Config, resume: str | Path | None, wall_start: float) -> Session:
+    """Validate, open the run directory, pick device / threads / precision, write config and environment."""
     config_mod.validate(cfg)
     check_names(cfg)
     run, cfg = _prepare_run_dir(cfg, resume)
@@ -275,58 +291,82 @@ def train(cfg: Config, *, resume: str | Path | None = None, callbacks: Sequence[
         run.write_text(runs.CONFIG, cfg.to_yaml())
         run.write_json(runs.ENVIRONMENT, runs.environment(threads, device, distributed.world_size(),
                                                           {**execution.record(), "cpu_allocator": allocator}))
+    return Session(run, cfg, device, threads, execution, wall_start)
 
-    data = data_mod.load(cfg.data)
-    _check_fits(cfg, data)
-    checkpoint = run.load_checkpoint(device) if resume is not None else None
-    plan = None
-    if cfg.train.budget_minutes:
-        if checkpoint is not None and checkpoint.get("budget_plan"):
-            plan = budget.BudgetPlan(**checkpoint["budget_plan"])  # a resumed run keeps its plan
-        else:
-            plan = plan_budget(cfg, data, device, execution, wall_start)
-        if distributed.is_main():
-            print(plan.describe(), flush=True)
-    run_cfg = budget.stretch(cfg, plan.epochs, models.epoch_arguments(cfg.model.name, cfg.model.args)) \
-        if plan else cfg
 
+def _budget_plan(session: Session, data: data_mod.ClassificationData,
+                 checkpoint: dict[str, Any] | None) -> budget.BudgetPlan | None:
+    """The time budget's plan: the checkpoint's when resuming (a run keeps its plan), else a new one."""
+    cfg = session.cfg
+    if not cfg.train.budget_minutes:
+        return None
+    if checkpoint is not None and checkpoint.get("budget_plan"):
+        plan = budget.BudgetPlan(**checkpoint["budget_plan"])
+    else:
+        plan = plan_budget(cfg, data, session.device, session.execution, session.wall_start)
+    if distributed.is_main():
+        print(plan.describe(), flush=True)
+    return plan
+
+
+def image_view(cfg: Config) -> data_mod.ImageView | None:
+    """How the model wants its photos (folder datasets): a backbone's preprocessing, a source run's
+    input size and normalization, or the data's own statistics for a network trained from scratch."""
+    if cfg.data.dataset != "folder":
+        return None
+    if cfg.transfer.from_run:
+        meta = transfer.source_metadata(cfg.transfer.from_run)
+        side = json.loads(meta["image_shape"])[-1]
+        return data_mod.ImageView(side, side, tuple(json.loads(meta["mean"])), tuple(json.loads(meta["std"])))
+    pre = preprocess_for(cfg.model.name)
+    if pre is not None:
+        return data_mod.ImageView(pre.resize, pre.crop, pre.mean, pre.std)
+    return data_mod.ImageView()
+
+
+def prepared_model(cfg: Config, data: data_mod.ClassificationData, device: torch.device, execution: Execution,
+                   load_source: bool = True) -> tuple[nn.Module, list[Callback]]:
+    """The seeded model on the device, in the chosen layout, ready to train, and the callbacks it brings:
+    fitted to the data where it asks to be; for transfer, cut from its source run (``load_source``: with
+    the source's weights; the budget's calibration only needs the shapes) and frozen per the config."""
     torch.manual_seed(cfg.train.seed)
-    model = build_model(run_cfg, data)
+    callbacks: list[Callback] = []
+    if cfg.transfer.features:
+        model = nn.Linear(data.train_images.shape[1], len(data.classes))
+    elif cfg.transfer.from_run:
+        model = transfer.cut_source_run(cfg.transfer.from_run, len(data.classes), load_weights=load_source)
+    else:
+        model = build_model(cfg, data)
     if hasattr(model, "fit_to_data"):  # data-dependent init (e.g. the fast recipe's frozen whitening)
         model.fit_to_data(data.train_images, data.mean, data.std)
-    model.to(device, memory_format=memory_format(execution.channels_last))
+    if transfer.is_transfer(cfg) and not cfg.transfer.features:
+        callbacks += transfer.prepare(model, cfg)
+    model.to(device, memory_format=memory_format(execution.channels_last and not cfg.transfer.features))
     torch.manual_seed(cfg.train.seed + distributed.rank())  # dropout differs per rank, weights do not
+    return model, callbacks
 
-    train_batches, val_batches, test_batches = make_batches(run_cfg, data, device, execution.channels_last)
-    epoch_steps = steps_per_epoch(train_batches, run_cfg.train.epochs)
-    has_val = len(data.val_labels) > 0
-    t = run_cfg.train
-    extra = list(model.training_callbacks(run_cfg)) if hasattr(model, "training_callbacks") else []
-    if t.lookahead.every:
-        extra.append(Lookahead(t.lookahead, len(train_batches)))
-    train_module = distributed.wrap(model, device)
-    if t.compile:
-        train_module = torch.compile(train_module)
-    recorder = RunRecorder(run, has_val, weights_metadata(data), {"budget_plan": plan.record() if plan else None})
-    deadline = wall_start + plan.deadline_seconds if plan and checkpoint is None else None
-    trainer = build_trainer(run_cfg, model, train_batches, execution, device, total_steps=sum(epoch_steps),
-                            callbacks=[*extra, recorder, EpochPrinter(), *callbacks],
-                            max_train_seconds=t.max_train_minutes * 60 if t.max_train_minutes else None,
-                            deadline=deadline, train_module=train_module)
-    if checkpoint is not None:
-        trainer.load_state_dict(checkpoint)
-        recorder.restore(checkpoint)
+
+def load_data(cfg: Config, session: Session) -> tuple[data_mod.ClassificationData, dict[str, str], dict]:
+    """(the data the model trains on, the weights metadata, notes): images; for a features run, the
+    backbone's features of them (extracted once, cached)."""
+    data = data_mod.load(cfg.data, image_view(cfg))
+    meta, notes = weights_metadata(data), {"decoded_images": data.decoded_images}
+    if cfg.transfer.features:
+        torch.manual_seed(cfg.train.seed)
+        backbone = build_model(cfg, data)
+        data, info = transfer_features.feature_data(data, backbone, cfg.model.name, cfg.data, session.device,
+                                                    session.execution.precision, session.execution.channels_last)
+        notes.update({"feature_cache": info["cache"], "feature_dimensions": info["dimensions"]})
         if distributed.is_main():
-            print(f"resuming {run} after epoch {trainer.state.epoch}", flush=True)
-    params = sum(p.numel() for p in model.parameters())
-    if distributed.is_main():
-        epochs = len(epoch_steps) if len(epoch_steps) == t.epochs else f"{t.epochs:.3g}"
-        print(f"training {cfg.model.name} ({params:,} parameters) on {len(data.train_labels):,} images, "
-              f"{epochs} epochs ({sum(epoch_steps)} steps), {device}, {threads} threads -> {run}", flush=True)
+            print(f"features of {cfg.model.name}: {info['dimensions']} per image ({info['cache']} of the feature "
+                  f"cache)", flush=True)
+    return data, meta, notes
 
-    progress = ProgressBar if (t.progress and distributed.is_main()) else None
+
+def _fit(trainer: Trainer, run: runs.RunDir, train_batches, val_batches, epoch_steps: list[int], progress):
+    """trainer.fit with the run's messages for Ctrl-C and divergence."""
     try:
-        state = trainer.fit(train_batches, val_batches if has_val else None, epoch_steps, progress)
+        return trainer.fit(train_batches, val_batches, epoch_steps, progress)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted after {trainer.state.epoch} finished epochs; continue with: "
                           f"cnnlab train --resume {run}") from None
@@ -335,61 +375,125 @@ def train(cfg: Config, *, resume: str | Path | None = None, callbacks: Sequence[
                 if run.exists(runs.CHECKPOINT) else "no epoch finished, so no checkpoint was written")
         raise TrainingDiverged(f"{exc}; stopped and {kept}; lower optim.lr or check the data") from None
 
+
+def train(cfg: Config, *, resume: str | Path | None = None, callbacks: Sequence[Callback] = (),
+          started: float | None = None) -> RunResult:
+    """Train the configured classifier, write its run directory, evaluate it on the test set.
+
+    `resume` continues an interrupted run from its last checkpoint; the result equals an uninterrupted
+    run with the same seed. Extra `callbacks` see every epoch (tests use them to interrupt). `started` is the
+    time.perf_counter() value a time budget counts from (default: now; the CLI passes its process's start,
+    so that --minutes covers the interpreter's start and imports too).
+    """
+    wall_start = time.perf_counter() if started is None else started
+    cfg = transfer.adopt_source_model(cfg)
+    session = _open_session(cfg, resume, wall_start)
+    cfg, run, device = session.cfg, session.run, session.device
+    data, meta, notes = load_data(cfg, session)
+    _check_fits(cfg, data)
+    checkpoint = run.load_checkpoint(device) if resume is not None else None
+    plan = _budget_plan(session, data, checkpoint)
+    run_cfg = budget.stretch(cfg, plan.epochs, models.epoch_arguments(cfg.model.name, cfg.model.args)) \
+        if plan else cfg
+    t = run_cfg.train
+
+    model, extra = prepared_model(run_cfg, data, device, session.execution)
+    train_batches, val_batches, test_batches = make_batches(run_cfg, data, device, session.execution.channels_last)
+    epoch_steps = steps_per_epoch(train_batches, t.epochs)
+    has_val = len(data.val_labels) > 0
+    extra += list(model.training_callbacks(run_cfg)) if hasattr(model, "training_callbacks") else []
+    if t.lookahead.every:
+        extra.append(Lookahead(t.lookahead, len(train_batches)))
+    train_module = distributed.wrap(model, device)
+    if t.compile:
+        train_module = torch.compile(train_module)
+    recorder = RunRecorder(run, has_val, meta, {"budget_plan": plan.record() if plan else None})
+    trainer = build_trainer(run_cfg, model, train_batches, session.execution, device, total_steps=sum(epoch_steps),
+                            callbacks=[*extra, recorder, EpochPrinter(), *callbacks],
+                            max_train_seconds=t.max_train_minutes * 60 if t.max_train_minutes else None,
+                            deadline=session.wall_start + plan.deadline_seconds if plan and checkpoint is None
+                            else None, train_module=train_module)
+    if checkpoint is not None:
+        trainer.load_state_dict(checkpoint)
+        recorder.restore(checkpoint)
+        if distributed.is_main():
+            print(f"resuming {run} after epoch {trainer.state.epoch}", flush=True)
     if distributed.is_main():
-        # Test with the selected weights: best validation epoch, or the last epoch without validation.
-        trainer.eval_model.load_state_dict(run.load_weights(runs.BEST))
-        evaluation = {"test_accuracy": None, "test_loss": None}
-        if t.final_test:  # recipe sweeps turn it off: they choose on validation and never see the test set
-            evaluation = write_evaluation(run, trainer.predict(test_batches), data.classes)
-        plots.curves(state.history, run / "curves.png", title=f"{cfg.name}: {cfg.model.name}")
-        summary = {
-            "name": cfg.name, "model": cfg.model.name, "epochs": state.epoch, "epochs_planned": t.epochs,
-            "steps": trainer.schedule.step_count, "steps_planned": sum(epoch_steps),
-            "best_val_accuracy": state.best_val_accuracy if has_val else None,
-            "best_epoch": state.best_epoch if has_val else state.epoch,
-            "final_val_accuracy": state.history[-1]["val_accuracy"] if state.history else None,
-            "test_accuracy": evaluation["test_accuracy"], "test_loss": evaluation["test_loss"],
-            "train_seconds": state.train_seconds, "total_seconds": time.perf_counter() - wall_start,
-            "budget_minutes": cfg.train.budget_minutes, "budget": plan.record() if plan else None,
-            "planned_seconds": plan.planned_total_seconds if plan else None,
-            "params": params, "seed": t.seed, "train_images": len(data.train_labels),
-            "val_images": len(data.val_labels), "test_images": len(data.test_labels),
-            "precision": execution.precision, "channels_last": execution.channels_last,
-            "precision_reason": execution.reason, "cpu_capability": execution.cpu_capability,
-            "cpu_class": execution.cpu_class, "native_bf16": execution.native_bf16,
-            "tta": t.tta, "device": str(device), "threads": threads, "world_size": distributed.world_size(),
-            "stop_reason": state.stop_reason, "resumed": resume is not None,
-            "git_commit": runs.git_commit(), "torch_version": torch.__version__, "data_checksum": data.checksum,
-        }
-        summary["actual_seconds"] = time.perf_counter() - wall_start  # the last thing measured
-        run.write_json(runs.SUMMARY, summary)
+        epochs = len(epoch_steps) if len(epoch_steps) == t.epochs else f"{t.epochs:.3g}"
+        params = sum(p.numel() for p in model.parameters())
+        print(f"training {cfg.model.name} ({params:,} parameters) on {len(data.train_labels):,} images, "
+              f"{epochs} epochs ({sum(epoch_steps)} steps), {device}, {session.threads} threads -> {run}", flush=True)
+
+    state = _fit(trainer, run, train_batches, val_batches if has_val else None, epoch_steps,
+                 ProgressBar if (t.progress and distributed.is_main()) else None)
+    if distributed.is_main():
+        _finish(session, run_cfg, data, trainer, state, test_batches, plan, notes, resumed=resume is not None)
     distributed.barrier()
     distributed.shutdown()
     return RunResult(run.path, run.read_json(runs.SUMMARY) if distributed.is_main() else {})
 
 
+def _finish(session: Session, run_cfg: Config, data: data_mod.ClassificationData, trainer: Trainer, state,
+            test_batches, plan: budget.BudgetPlan | None, notes: dict, resumed: bool) -> None:
+    """Test the selected weights (best validation epoch, else the last), plot, write summary.json."""
+    cfg, run, t, execution = session.cfg, session.run, run_cfg.train, session.execution
+    has_val = len(data.val_labels) > 0
+    trainer.eval_model.load_state_dict(run.load_weights(runs.BEST))
+    evaluation = {"test_accuracy": None, "test_loss": None}
+    if t.final_test and len(data.test_labels):  # sweeps turn it off: they choose on validation, never on test
+        evaluation = write_evaluation(run, trainer.predict(test_batches), data.classes)
+    plots.curves(state.history, run / "curves.png", title=f"{cfg.name}: {cfg.model.name}")
+    summary = {
+        "name": cfg.name, "model": cfg.model.name, "epochs": state.epoch, "epochs_planned": t.epochs,
+        "steps": trainer.schedule.step_count, "steps_planned": trainer.schedule.total_steps,
+        "best_val_accuracy": state.best_val_accuracy if has_val else None,
+        "best_epoch": state.best_epoch if has_val else state.epoch,
+        "final_val_accuracy": state.history[-1]["val_accuracy"] if state.history else None,
+        "test_accuracy": evaluation["test_accuracy"], "test_loss": evaluation["test_loss"],
+        "train_seconds": state.train_seconds, "total_seconds": time.perf_counter() - session.wall_start,
+        "budget_minutes": cfg.train.budget_minutes, "budget": plan.record() if plan else None,
+        "planned_seconds": plan.planned_total_seconds if plan else None,
+        "params": sum(p.numel() for p in trainer.model.parameters()), "seed": t.seed,
+        "train_images": len(data.train_labels), "val_images": len(data.val_labels),
+        "test_images": len(data.test_labels),
+        "precision": execution.precision, "channels_last": execution.channels_last,
+        "precision_reason": execution.reason, "cpu_capability": execution.cpu_capability,
+        "cpu_class": execution.cpu_class, "native_bf16": execution.native_bf16,
+        "tta": t.tta, "device": str(session.device), "threads": session.threads,
+        "world_size": distributed.world_size(), "stop_reason": state.stop_reason, "resumed": resumed,
+        "git_commit": runs.git_commit(), "torch_version": torch.__version__, "data_checksum": data.checksum,
+        "dataset": cfg.data.dataset, "data_source": data.source, "layout": data.layout, "classes": data.classes,
+        "kind": transfer.kind(cfg), "trainable": cfg.transfer.trainable if transfer.is_transfer(cfg) else "all",
+        **notes,
+    }
+    summary["actual_seconds"] = time.perf_counter() - session.wall_start  # the last thing measured
+    run.write_json(runs.SUMMARY, summary)
+
+
 # ----------------------------------------------------------------------------------------------- evaluate
 
 
-def write_evaluation(run: runs.RunDir, result, classes: Sequence[str]) -> dict[str, Any]:
-    """evaluation.json, confusion_matrix.csv and confusion_matrix.png for a test-set prediction."""
+def write_evaluation(run: runs.RunDir, result, classes: Sequence[str], name: str = "evaluation.json",
+                     source: str = "") -> dict[str, Any]:
+    """evaluation.json (or `name`), confusion_matrix.csv/.png for a test-set prediction."""
     cm = confusion_matrix(result.predictions, result.labels, len(classes))
     per_class = per_class_accuracy(cm)
     evaluation = {"test_accuracy": result.accuracy, "test_loss": result.loss, "test_images": len(result.labels),
                   "per_class_accuracy": dict(zip(classes, per_class)), "confusion_matrix": cm.tolist(),
-                  "classes": list(classes)}
-    run.write_json("evaluation.json", evaluation)
-    run.write_csv("confusion_matrix.csv", [{"true": c, **{p: int(v) for p, v in zip(classes, row)}}
-                                           for c, row in zip(classes, cm.tolist())])
-    plots.confusion_matrix(cm, classes, run / "confusion_matrix.png",
-                           title=f"test accuracy {100 * result.accuracy:.2f}%")
+                  "classes": list(classes), "data": source}
+    run.write_json(name, evaluation)
+    stem = "confusion_matrix" if name == "evaluation.json" else Path(name).stem.replace("evaluation", "confusion_matrix")
+    run.write_csv(f"{stem}.csv", [{"true": c, **{p: int(v) for p, v in zip(classes, row)}}
+                                  for c, row in zip(classes, cm.tolist())])
+    plots.confusion_matrix(cm, classes, run / f"{stem}.png", title=f"test accuracy {100 * result.accuracy:.2f}%")
     return evaluation
 
 
 def load_run_model(run_dir: str | Path, weights: str = "best") -> tuple[nn.Module, Config, runs.RunDir]:
-    """(model with the run's weights, its config, the run directory), e.g. for visualization.
+    """(model with the run's weights, its config, the run directory), e.g. for visualization or predict.
 
-    weights: 'best' (best validation epoch) or 'last' (last finished epoch, from the checkpoint).
+    weights: 'best' (best validation epoch) or 'last' (last finished epoch, from the checkpoint). A features
+    run comes back whole: the backbone with the trained classifier as its head, so it takes images.
     """
     run = runs.RunDir(run_dir)
     if not run.path.is_dir():
@@ -401,7 +505,12 @@ def load_run_model(run_dir: str | Path, weights: str = "best") -> tuple[nn.Modul
     state = run.load_checkpoint()["model"] if weights == "last" else run.load_weights(runs.BEST)
     model = build_model(cfg, num_classes=len(json.loads(meta["classes"])),
                         image_shape=tuple(json.loads(meta["image_shape"])))
-    model.load_state_dict(state)
+    target = surgery.head(model) if cfg.transfer.features else model
+    try:
+        target.load_state_dict(state)
+    except RuntimeError:
+        raise UserError(f"the weights in {run} do not fit the model its config describes; the run directory "
+                        f"is damaged or was edited") from None
     return model.eval(), cfg, run
 
 
@@ -411,9 +520,34 @@ def weights_metadata(data: data_mod.ClassificationData) -> dict[str, str]:
             "mean": json.dumps(list(data.mean)), "std": json.dumps(list(data.std))}
 
 
+def run_view(run: runs.RunDir) -> data_mod.ImageView:
+    """The input size and normalization a run's model was trained with (from its weights metadata)."""
+    meta = run.weights_metadata(runs.BEST)
+    side = json.loads(meta["image_shape"])[-1]
+    return data_mod.ImageView(side, side, tuple(json.loads(meta["mean"])), tuple(json.loads(meta["std"])))
+
+
+def match_classes(run_classes: Sequence[str], data: data_mod.ClassificationData, path: str) -> torch.Tensor:
+    """Map the data's label indices onto the run's by class name; a class either side lacks is an error."""
+    extra = [c for c in data.classes if c not in run_classes]
+    missing = [c for c in run_classes if c not in data.classes]
+    if extra:
+        raise UserError(f"dataset {path} has class '{extra[0]}' that the run does not know (its classes: "
+                        f"{', '.join(run_classes)})")
+    if missing:
+        raise UserError(f"dataset {path} lacks class '{missing[0]}' of the run; evaluate on data with all its "
+                        f"classes ({', '.join(run_classes)})")
+    return torch.tensor([list(run_classes).index(c) for c in data.classes], dtype=torch.long)
+
+
 def evaluate(run_dir: str | Path, *, weights: str = "best", data_root: str | None = None,
-             threads: int | None = None, device: str = "auto") -> dict[str, Any]:
-    """Test-set top-1, per-class accuracy and confusion matrix of a finished (or interrupted) run."""
+             threads: int | None = None, device: str = "auto", data_path: str | None = None,
+             layout: str = "auto") -> dict[str, Any]:
+    """Test-set top-1, per-class accuracy and confusion matrix of a finished (or interrupted) run.
+
+    `data_path`: evaluate on another labelled dataset instead (any layout of data/folders.py; its test split
+    when it has one, else all its images), its classes matched to the run's by name.
+    """
     model, cfg, run = load_run_model(run_dir, weights)
     if data_root:
         cfg.data.root = data_root
@@ -421,8 +555,50 @@ def evaluate(run_dir: str | Path, *, weights: str = "best", data_root: str | Non
     dev = select_device(device)
     execution = resolve_execution(dev, cfg.train.precision, cfg.train.channels_last)
     print(execution.describe(), flush=True)
-    data = data_mod.load(cfg.data)
+    run_classes = json.loads(run.weights_metadata(runs.BEST)["classes"])
+    tta = "none" if cfg.transfer.features else cfg.train.tta
+    if data_path is None and cfg.transfer.features:
+        cfg.transfer.features = False  # the whole model (backbone + trained head) evaluates the images
+    if data_path is not None:
+        other = dataclasses.replace(cfg.data, dataset="folder", path=str(data_path), layout=layout,
+                                    val_fraction=0.0, test_fraction=0.0, image_size=0)
+        data = data_mod.load(other, run_view(run))
+        mapping = match_classes(run_classes, data, str(data_path))
+        images = data.test_images if len(data.test_labels) else \
+            torch.cat([data.train_images, data.val_images])
+        labels = data.test_labels if len(data.test_labels) else torch.cat([data.train_labels, data.val_labels])
+        data = dataclasses.replace(data, test_images=images, test_labels=mapping[labels], classes=run_classes)
+        cfg = dataclasses.replace(cfg, transfer=dataclasses.replace(cfg.transfer, features=False))
+    else:
+        data = data_mod.load(cfg.data, run_view(run) if cfg.data.dataset == "folder" else None)
     model.to(dev, memory_format=memory_format(execution.channels_last))
     _, _, test_batches = make_batches(cfg, data, dev, execution.channels_last)
-    result = predict(model, test_batches, dev, execution.precision, cfg.train.tta)
-    return write_evaluation(run, result, data.classes)
+    result = predict(model, test_batches, dev, execution.precision, tta)
+    name = "evaluation.json" if data_path is None else "evaluation-other.json"
+    return write_evaluation(run, result, run_classes, name=name, source=str(data_path or data.source))
+
+
+def predict_images(run_dir: str | Path, images: Sequence[str | Path], *, top_k: int = 5,
+                   threads: int | None = None, device: str = "auto") -> list[dict[str, Any]]:
+    """Top-k class names and probabilities for each image file (folders expanded), with the run's model."""
+    from .data.folders import decode
+    from .data.images import expand_image_paths
+    from .engine.metrics import topk
+
+    model, cfg, run = load_run_model(run_dir)
+    configure_threads(threads)
+    dev = select_device(device)
+    execution = resolve_execution(dev, cfg.train.precision, cfg.train.channels_last)
+    view = run_view(run)
+    classes = json.loads(run.weights_metadata(runs.BEST)["classes"])
+    paths = expand_image_paths(images)
+    batch = torch.stack([decode(p, view.resize, view.crop) for p in paths])
+    x = ((batch.float() / 255 - torch.tensor(view.mean).view(1, -1, 1, 1)) /
+         torch.tensor(view.std).view(1, -1, 1, 1)).to(dev, memory_format=memory_format(execution.channels_last))
+    model.to(dev, memory_format=memory_format(execution.channels_last))
+    with torch.no_grad(), autocast(dev, execution.precision):
+        logits = model(x).float()
+    probs, index = topk(logits, top_k)
+    return [{"image": str(p), "predictions": [{"class_index": int(i), "class_name": classes[int(i)],
+                                               "probability": float(q)} for q, i in zip(pr, ix)]}
+            for p, pr, ix in zip(paths, probs.cpu(), index.cpu())]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from .errors import EXIT_USER_ERROR, UserError
@@ -70,10 +71,27 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch)")
     _add_run_flags(t)
 
+    _add_transfer_commands(sub)
+
     e = sub.add_parser("evaluate", help="test-set accuracy, per-class accuracy and confusion matrix of a run")
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--weights", choices=["best", "last"], default="best")
+    e.add_argument("--data", metavar="PATH", help="evaluate on another labelled dataset (classes matched by name)")
+    e.add_argument("--layout", default="auto", help="layout of --data: auto | imagefolder | terrassa | csv")
     _add_run_flags(e)
+
+    pr = sub.add_parser("predict", help="top-k classes of images with a trained run's model")
+    pr.add_argument("run_dir", metavar="RUN_DIR")
+    pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
+    pr.add_argument("--top-k", type=int, default=5)
+    pr.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    pr.add_argument("--threads", type=int)
+    pr.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
+
+    c = sub.add_parser("compare", help="one table and plot over runs (CIFAR, transfer, features, finetune)")
+    c.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    c.add_argument("--course", action="store_true", help="add the course's published transfer figures")
+    c.add_argument("--out", metavar="DIR", help="where comparison.md/.csv/.png go (default runs/compare-TIME)")
 
     a = sub.add_parser("ablate", help="run a grid of configs and compare them",
                        description="Run every config of a grid file (resumable) and write comparison.csv/.md/.png.")
@@ -101,6 +119,45 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--threads", type=int)
     d.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
     return parser
+
+
+def _add_transfer_commands(sub) -> None:
+    """transfer / features / finetune: the three ways of training on a small dataset of your own."""
+    ways = {
+        "transfer": ("a cnnlab run's network with a new classifier, the rest frozen", "transfer.yaml"),
+        "features": ("an ImageNet backbone's features (cached) + a softmax classifier", "features.yaml"),
+        "finetune": ("fine-tune the last N layers of a pretrained ImageNet backbone", "finetune.yaml"),
+    }
+    for name, (text, config) in ways.items():
+        p = sub.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]}. Defaults: configs/{config}; "
+                           f"any config field can be set as KEY=VALUE.")
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (dotted keys)")
+        p.add_argument("--data", metavar="PATH", required=True,
+                       help="the dataset: class folders, a Terrassa-layout folder, or a CSV of path,label")
+        p.add_argument("--layout", help="auto | imagefolder | terrassa | csv (default: detected)")
+        p.add_argument("--val-fraction", type=float, help="held out for validation when the data has no val split")
+        p.add_argument("--test-fraction", type=float, help="held out for testing when the data has no test split")
+        if name == "transfer":
+            p.add_argument("--from", dest="from_run", metavar="RUN_DIR", required=True, help="a trained cnnlab run")
+            p.add_argument("--unfreeze", action="store_true", help="train every layer, not only the classifier")
+        else:
+            p.add_argument("--backbone", help="registered ImageNet model (default efficientnet_lite0)")
+            p.add_argument("--weights", metavar="FILE", help="the backbone's weights from a local file")
+        if name == "finetune":
+            p.add_argument("--trainable-layers", metavar="N", help="last N parameterised layers, a block, or all")
+            p.add_argument("--backbone-lr-factor", type=float, help="backbone lr = lr x this (default 0.1)")
+            p.add_argument("--head-epochs", type=float, help="train the head alone first for this many epochs")
+            p.add_argument("--early-stopping", type=int, metavar="P", help="stop after P epochs without progress")
+        p.add_argument("--config", metavar="FILE", help=f"base config (default configs/{config})")
+        for flag, kind in (("--epochs", float), ("--lr", float), ("--batch-size", int), ("--seed", int),
+                           ("--minutes", float)):
+            p.add_argument(flag, type=kind)
+        p.add_argument("--name")
+        p.add_argument("--out", metavar="RUN_DIR")
+        p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+        p.add_argument("--no-progress", action="store_true")
+        p.add_argument("--cache-dir", metavar="DIR", help="where decoded images and features are cached")
+        _add_run_flags(p)
 
 
 def _add_visualize(sub) -> None:
@@ -160,6 +217,85 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
     return dict(parse_override(p) for p in pairs)
 
 
+def _print_result(result) -> None:
+    if result.summary:
+        s = result.summary
+        figures = [f"{label} {100 * s[key]:.2f}%" for label, key in (("test accuracy", "test_accuracy"),
+                                                                      ("best val accuracy", "best_val_accuracy"))
+                   if s.get(key) is not None]
+        print(f"{', '.join(figures) or 'no evaluation'}, {s['epochs']} epochs in {s['train_seconds'] / 60:.1f} min"
+              f"\nrun directory: {result.run_dir}")
+
+
+CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
+TRANSFER_FLAGS = {"layout": "data.layout", "val_fraction": "data.val_fraction", "test_fraction": "data.test_fraction",
+                  "epochs": "train.epochs", "lr": "optim.lr", "batch_size": "train.batch_size", "seed": "train.seed",
+                  "minutes": "train.budget_minutes", "name": "name", "out": "out", "cache_dir": "data.cache_dir",
+                  "backbone": "model.name", "weights": "model.weights", "trainable_layers": "transfer.trainable",
+                  "backbone_lr_factor": "transfer.backbone_lr_factor", "head_epochs": "transfer.head_epochs",
+                  "early_stopping": "transfer.early_stopping", "from_run": "transfer.from_run",
+                  "data_root": "data.root", "threads": "train.threads", "device": "train.device"}
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    """transfer / features / finetune: a run on the given dataset from the command's default config."""
+    from . import config as config_mod
+    from .classify import train
+
+    overrides = {"data.dataset": "folder", "data.path": args.data}
+    for flag, key in TRANSFER_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[key] = value
+    if getattr(args, "unfreeze", False):
+        overrides["transfer.trainable"] = "all"
+    if args.no_progress:
+        overrides["train.progress"] = False
+    overrides.update(_overrides(args.overrides))
+    base = args.config or CONFIGS_DIR / f"{args.command}.yaml"
+    if args.resume:
+        cfg = config_mod.resolve(f"{args.resume}/config.yaml", {k: v for k, v in overrides.items() if k in (
+            "data.root", "train.device", "train.threads", "train.progress", "data.cache_dir")})
+        cfg.out = args.resume
+    else:
+        cfg = config_mod.resolve(base, overrides)
+    from .engine.budget import process_start
+
+    _print_result(train(cfg, resume=args.resume, started=process_start()))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from .classify import predict_images
+
+    if args.top_k < 1:
+        raise UserError(f"--top-k must be at least 1, got {args.top_k}")
+    results = predict_images(args.run_dir, args.images, top_k=args.top_k, threads=args.threads,
+                             device=args.device or "auto")
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for record in results:
+        print(record["image"])
+        for p in record["predictions"]:
+            print(f"  {100 * p['probability']:6.2f}%  {p['class_name']}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import time
+
+    from .report.compare import compare
+
+    out = args.out or f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}"
+    table = compare(args.run_dirs, out, course=args.course)
+    print(table)
+    print(f"comparison written to {out}/comparison.md, comparison.csv, comparison.png")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from . import config as config_mod
     from .classify import train
@@ -186,14 +322,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = config_mod.resolve(args.config, overrides)
     from .engine.budget import process_start
 
-    result = train(cfg, resume=args.resume, started=process_start())
-    if result.summary:
-        s = result.summary
-        figures = [f"{label} {100 * s[key]:.2f}%" for label, key in (("test accuracy", "test_accuracy"),
-                                                                      ("best val accuracy", "best_val_accuracy"))
-                   if s.get(key) is not None]
-        print(f"{', '.join(figures) or 'no evaluation'}, {s['epochs']} epochs in {s['train_seconds'] / 60:.1f} min"
-              f"\nrun directory: {result.run_dir}")
+    _print_result(train(cfg, resume=args.resume, started=process_start()))
     return 0
 
 
@@ -201,11 +330,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .classify import evaluate
 
     ev = evaluate(args.run_dir, weights=args.weights, data_root=args.data_root, threads=args.threads,
-                  device=args.device or "auto")
+                  device=args.device or "auto", data_path=args.data, layout=args.layout)
     print(f"test accuracy {100 * ev['test_accuracy']:.2f}% on {ev['test_images']} images")
     for name, acc in ev["per_class_accuracy"].items():
         print(f"  {name:>12s} {100 * acc:6.2f}%")
-    print(f"wrote {args.run_dir}/evaluation.json and confusion_matrix.png")
+    which = "evaluation.json and confusion_matrix.png" if args.data is None else \
+        "evaluation-other.json and confusion_matrix-other.png"
+    print(f"wrote {args.run_dir}/{which}")
     return 0
 
 
@@ -311,7 +442,8 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "ablate": cmd_ablate, "visualize": cmd_visualize,
-            "models": cmd_models, "doctor": cmd_doctor}
+            "models": cmd_models, "doctor": cmd_doctor, "transfer": cmd_transfer, "features": cmd_transfer,
+            "finetune": cmd_transfer, "predict": cmd_predict, "compare": cmd_compare}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -40,13 +40,32 @@ class AugmentConfig:
     """How translation fills the border: 'reflect', 'zeros' or 'edge' (Keras' 'nearest')."""
     cutout: int = 0
     """Side of a random square set to zero (0 = off)."""
+    crop_scale: float = 0.0
+    """Random resized crop (photos): each image is a random crop of this fraction of its area or more, resized
+    back to the input size, aspect ratio 3/4 to 4/3 (torchvision's RandomResizedCrop); 0 = off."""
+    color_jitter: float = 0.0
+    """Random brightness, contrast and saturation factors in [1 - j, 1 + j] per image (0 = off)."""
 
 
 @dataclass
 class DataConfig:
     dataset: str = "cifar10"
+    """cifar10 | folder (your own photos: see path and layout)."""
     root: str | None = None
     """Data folder; None means the --data-root flag, else $CNNLAB_DATA, else ~/.cache/cnnlab."""
+    path: str | None = None
+    """folder datasets: the dataset folder (ImageFolder or Terrassa layout) or a CSV file of path,label."""
+    layout: str = "auto"
+    """folder datasets: auto | imagefolder | terrassa | csv (auto detects it; see data/folders.py)."""
+    val_fraction: float = 0.2
+    """folder datasets without a validation split: the share of training images held out (stratified)."""
+    test_fraction: float = 0.0
+    """folder datasets without a test split: the share of images held out for testing (stratified)."""
+    image_size: int = 0
+    """folder datasets: the side of the square images fed to the model (0 = the model's own input size)."""
+    cache_dir: str | None = None
+    """Where decoded images and extracted features are cached (None: $CNNLAB_CACHE, else
+    ~/.cache/cnnlab/cache); a folder you may write to even when the data folder is read-only."""
     download: bool = True
     """Download the dataset when it is not under root."""
     val_size: int = 5000
@@ -187,6 +206,26 @@ class TrainConfig:
 
 
 @dataclass
+class TransferConfig:
+    """Training a model on a new dataset from what another learned (see transfer/)."""
+
+    from_run: str | None = None
+    """A cnnlab run directory whose model keeps every layer but its classifier (cnnlab transfer --from)."""
+    trainable: str = "all"
+    """What trains: head | all | N (the last N parameterised layers, head included) | a block name (it and
+    everything after it). Frozen layers keep their batch-norm statistics (see models/surgery.py)."""
+    backbone_lr_factor: float = 1.0
+    """Discriminative rates: the trainable backbone layers learn at lr x this factor, the head at lr."""
+    head_epochs: float = 0.0
+    """Two stages: the head alone trains for this many epochs, then `trainable` applies (0: one stage)."""
+    early_stopping: int = 0
+    """Stop after this many epochs without a better validation accuracy (0: off); the best epoch's weights
+    are the run's weights either way."""
+    features: bool = False
+    """Extract the backbone's pooled features once (cached), then train only a softmax classifier on them."""
+
+
+@dataclass
 class Config:
     """Everything that defines one training run."""
 
@@ -198,6 +237,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict in the YAML layout (model arguments beside ``name``)."""
@@ -220,6 +260,7 @@ VALID_CHOICES = {
     "data.augment.flip_mode": ("random", "alternating"),
     "data.augment.pad_mode": ("reflect", "zeros", "edge"),
     "schedule.monitor": ("val_loss", "val_accuracy"),
+    "data.layout": ("auto", "imagefolder", "terrassa", "csv"),
 }
 
 # ----------------------------------------------------------------------------------------------- parsing
@@ -453,6 +494,24 @@ def validate(cfg: Config) -> None:
     for key, value in non_negative.items():
         if value < 0:
             raise UserError(f"config field '{key}' must be 0 or more, got {value}")
+    for key, value in (("data.val_fraction", d.val_fraction), ("data.test_fraction", d.test_fraction)):
+        if not 0 <= value < 1:
+            raise UserError(f"config field '{key}' must be in [0, 1), got {value}")
+    if d.val_fraction + d.test_fraction >= 1:
+        raise UserError(f"data.val_fraction + data.test_fraction must leave training images, got "
+                        f"{d.val_fraction} + {d.test_fraction}")
+    if d.image_size < 0 or d.augment.crop_scale < 0 or d.augment.crop_scale > 1 or d.augment.color_jitter < 0:
+        raise UserError("config fields data.image_size and data.augment.color_jitter must be 0 or more, "
+                        f"data.augment.crop_scale in [0, 1]; got {d.image_size}, {d.augment.color_jitter}, "
+                        f"{d.augment.crop_scale}")
+    if d.dataset == "folder" and not d.path:
+        raise UserError("data.dataset is 'folder' but data.path is not set; pass --data PATH (a folder of "
+                        "class folders, a Terrassa-layout folder or a CSV of path,label)")
+    x = cfg.transfer
+    if x.backbone_lr_factor <= 0 or x.head_epochs < 0 or x.early_stopping < 0:
+        raise UserError(f"transfer.backbone_lr_factor must be > 0 and transfer.head_epochs, "
+                        f"transfer.early_stopping >= 0; got {x.backbone_lr_factor}, {x.head_epochs}, "
+                        f"{x.early_stopping}")
     if d.limit_train is not None and d.limit_train <= 0:
         raise UserError(f"config field 'data.limit_train' must be greater than 0, got {d.limit_train}")
     if t.threads is not None and t.threads <= 0:

@@ -85,13 +85,13 @@ def doctor(probe_seconds: float = 10.0, threads: int | None = None, device_name:
 
 def format_report(facts: dict[str, Any]) -> str:
     fmt = "channels_last" if facts["auto_channels_last"] else "contiguous"
+    flags = facts["cpu_bf16_flags"]
+    emulated = " (emulated on plain AVX-512: not used as the rule)" if facts["onednn_says_bf16"] and not flags else ""
     lines = [
         f"cpu              {facts['cpu']}",
         f"cpu capability   {facts['cpu_capability']} (class: {facts['cpu_class']})",
-        f"native bf16      {'yes' if facts['cpu_bf16_flags'] else 'no'}"
-        f"{' (' + ', '.join(facts['cpu_bf16_flags']) + ')' if facts['cpu_bf16_flags'] else ''}; "
-        f"oneDNN reports bf16 support: {'yes' if facts['onednn_says_bf16'] else 'no'}"
-        f"{' (emulated on plain AVX-512: not used as the rule)' if facts['onednn_says_bf16'] and not facts['cpu_bf16_flags'] else ''}",
+        f"native bf16      {'yes (' + ', '.join(flags) + ')' if flags else 'no'}; "
+        f"oneDNN reports bf16 support: {'yes' if facts['onednn_says_bf16'] else 'no'}{emulated}",
         f"cores            {facts['cores_available']} available, {facts['threads']} compute threads",
         f"device           {facts['device']}" + (f" ({', '.join(facts['gpus'])})" if facts["gpus"] else ""),
         f"auto picks       {facts['auto_precision']} + {fmt}: {facts['reason']}",

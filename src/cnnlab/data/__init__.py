@@ -1,7 +1,7 @@
-"""Datasets as in-memory uint8 tensors with a seeded validation split.
+"""Datasets as in-memory uint8 tensors with seeded splits: CIFAR-10, and folders of your own photos.
 
-``load(cfg.data, seed)`` returns a :class:`ClassificationData`; datasets register a loader in
-``DATASETS`` by name.
+``load(cfg.data, view)`` returns a :class:`ClassificationData`; datasets register a loader in
+``DATASETS`` by name (``cifar10``, ``folder``: see folders.py).
 """
 
 from __future__ import annotations
@@ -35,10 +35,24 @@ class ClassificationData:
     std: tuple[float, ...]
     checksum: str = ""
     source: str = ""
+    layout: str = "cifar10"
+    decoded_images: int = 0
+    """Images decoded by this load (0 when they came from the cache)."""
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.train_images.shape[1:])  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class ImageView:
+    """How a model wants its photos: shorter side resized to `resize`, center crop `crop`, normalization
+    (None: the data's own statistics). models.backbones' Preprocess carries the same numbers."""
+
+    resize: int | None = None
+    crop: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
 
 def data_root(explicit: str | None = None) -> Path:
@@ -54,7 +68,28 @@ def _load_cifar10(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return train_x, train_y, test_x, test_y, meta
 
 
-DATASETS: dict[str, Callable[[DataConfig], tuple]] = {"cifar10": _load_cifar10}
+def _load_folder(cfg: DataConfig, view: ImageView | None = None) -> ClassificationData:
+    """A dataset of your own photos (data/folders.py), decoded at the model's input size."""
+    from . import folders
+
+    index = folders.index_dataset(cfg)
+    view = view or ImageView()
+    crop = cfg.image_size or view.crop or 224
+    resize = view.resize if (view.resize and not cfg.image_size) else crop
+    decoded = folders.load_images(index, cfg, resize, crop)
+    images, labels = decoded.images, decoded.labels
+    train = images["train"]
+    if view.mean is None:  # a model without its own normalization (trained from scratch): the data's statistics
+        x = train.float() / 255
+        mean, std = tuple(x.mean((0, 2, 3)).tolist()), tuple(x.std((0, 2, 3)).clamp(min=1e-3).tolist())
+    else:
+        mean, std = tuple(view.mean), tuple(view.std)
+    return ClassificationData(train, labels["train"], images["val"], labels["val"], images["test"], labels["test"],
+                              classes=index.classes, mean=mean, std=std, checksum=decoded.key,
+                              source=str(index.root), layout=index.layout, decoded_images=decoded.decoded)
+
+
+DATASETS: dict[str, Callable[..., object]] = {"cifar10": _load_cifar10, "folder": _load_folder}
 
 
 def check_dataset(cfg: DataConfig) -> None:
@@ -63,11 +98,18 @@ def check_dataset(cfg: DataConfig) -> None:
         raise unknown_name("dataset", cfg.dataset, DATASETS)
 
 
-def load(cfg: DataConfig) -> ClassificationData:
-    """Load the configured dataset, carve the validation split, apply limit_train."""
+def load(cfg: DataConfig, view: ImageView | None = None) -> ClassificationData:
+    """Load the configured dataset; `view` is how the model wants its images (folder datasets)."""
+    if cfg.dataset == "folder":
+        return _load_folder(cfg, view)
+    return load_cifar10(cfg)
+
+
+def load_cifar10(cfg: DataConfig) -> ClassificationData:
+    """CIFAR-10 with its validation split carved and limit_train applied."""
     from .splits import stratified_split
 
-    train_x, train_y, test_x, test_y, meta = DATASETS[cfg.dataset](cfg)
+    train_x, train_y, test_x, test_y, meta = _load_cifar10(cfg)
     if cfg.val_size >= len(train_y):
         raise UserError(f"config field 'data.val_size' ({cfg.val_size}) must be smaller than the "
                         f"{len(train_y)} training images")

@@ -98,6 +98,38 @@ def cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch
     return images.masked_fill(cutout_mask(cy, cx, size, h, w).unsqueeze(1).to(images.device), 0)
 
 
+def random_crop_boxes(n: int, size: int, min_scale: float, generator: torch.Generator) -> torch.Tensor:
+    """[n, 4] (top, left, height, width) of torchvision's RandomResizedCrop (area min_scale..1 of a size x size
+    image, aspect 3/4..4/3), drawn from `generator` (torchvision draws from the global RNG, forked here)."""
+    from torchvision.transforms import RandomResizedCrop
+
+    seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
+    stub = torch.empty(3, size, size, dtype=torch.uint8)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return torch.tensor([RandomResizedCrop.get_params(stub, [min_scale, 1.0], [3 / 4, 4 / 3])
+                             for _ in range(n)], dtype=torch.long)
+
+
+def resized_crops(images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Each image's box cut out and resized back to the image's size (antialiased)."""
+    from torchvision.transforms.v2 import functional as TF
+
+    size = list(images.shape[-2:])
+    return torch.stack([TF.resized_crop(img, *box.tolist(), size, antialias=True) for img, box in zip(images, boxes)])
+
+
+def color_jitter(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Per image: brightness, contrast and saturation multiplied by its three factors (torchvision)."""
+    from torchvision.transforms.v2 import functional as TF
+
+    out = []
+    for img, (b, c, s) in zip(images, factors.tolist()):
+        img = TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(img, b), c), s)
+        out.append(img)
+    return torch.stack(out)
+
+
 @dataclass
 class EpochDraws:
     """The random choices of one epoch, one entry per position of the epoch's order (None = unused)."""
@@ -107,6 +139,8 @@ class EpochDraws:
     dy: torch.Tensor | None = None
     cy: torch.Tensor | None = None
     cx: torch.Tensor | None = None
+    boxes: torch.Tensor | None = None    # [N, 4] top, left, height, width of a random resized crop
+    jitter: torch.Tensor | None = None   # [N, 3] brightness, contrast, saturation factors
 
 
 class BatchAugment:
@@ -120,7 +154,8 @@ class BatchAugment:
 
     @property
     def active(self) -> bool:
-        return bool(self.max_shift or self.cfg.flip or self.cfg.cutout)
+        return bool(self.max_shift or self.cfg.flip or self.cfg.cutout or self.cfg.crop_scale or
+                    self.cfg.color_jitter)
 
     def draw(self, order: torch.Tensor, epoch: int, generator: torch.Generator) -> EpochDraws:
         """Every random choice of an epoch whose shuffled dataset indices are `order`."""
@@ -134,18 +169,27 @@ class BatchAugment:
         if self.cfg.cutout:
             draws.cy = torch.randint(0, self.image_size, (n,), generator=generator)
             draws.cx = torch.randint(0, self.image_size, (n,), generator=generator)
+        if self.cfg.crop_scale:
+            draws.boxes = random_crop_boxes(n, self.image_size, self.cfg.crop_scale, generator)
+        if self.cfg.color_jitter:
+            j = self.cfg.color_jitter
+            draws.jitter = 1 - j + 2 * j * torch.rand(n, 3, generator=generator)
         return draws
 
     def apply(self, images: torch.Tensor, draws: EpochDraws, positions: torch.Tensor) -> torch.Tensor:
         """Augment the batch at `positions` of the epoch's order with that epoch's draws."""
         if draws.flip is not None:
             images = flip_where(images, draws.flip[positions])
+        if draws.boxes is not None:
+            images = resized_crops(images, draws.boxes[positions])
         if draws.dx is not None:
             images = translate(images, draws.dx[positions], draws.dy[positions], self.max_shift, self.cfg.pad_mode)
         if draws.cy is not None:
             _, _, h, w = images.shape
             mask = cutout_mask(draws.cy[positions], draws.cx[positions], self.cfg.cutout, h, w)
             images = images.masked_fill(mask.unsqueeze(1).to(images.device), 0)
+        if draws.jitter is not None:
+            images = color_jitter(images, draws.jitter[positions])
         return images
 
     def __call__(self, images: torch.Tensor, indices: torch.Tensor, epoch: int,

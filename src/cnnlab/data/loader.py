@@ -36,7 +36,7 @@ class TensorBatches:
                  mean: tuple[float, ...], std: tuple[float, ...], shuffle: bool = False,
                  augment: BatchAugment | None = None, seed: int = 0, device: torch.device | str = "cpu",
                  channels_last: bool = False, rank: int = 0, world_size: int = 1,
-                 low_res: tuple[int, float] | None = None):
+                 low_res: tuple[int, float] | None = None, normalize: bool = True):
         if batch_size % world_size:
             raise ValueError(f"the global batch size {batch_size} must be a multiple of the {world_size} processes")
         self.device = torch.device(device)
@@ -50,6 +50,7 @@ class TensorBatches:
         self.seed = seed
         self.channels_last = channels_last
         self.rank, self.world_size = rank, world_size
+        self.normalize_images = normalize  # False for tensors that are not images (extracted features)
         self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1) * 255
 
@@ -76,6 +77,8 @@ class TensorBatches:
         return torch.arange(start + self.rank, end, self.world_size)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        if not self.normalize_images:
+            return images.float()
         x = (images.float() - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 

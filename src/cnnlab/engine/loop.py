@@ -123,7 +123,8 @@ class Trainer:
                  label_smoothing: float = 0.0, grad_clip: float | None = None, ema_decay: float = 0.0,
                  ema_every: int = 1, ema_start_step: int = 0, tta: str = "none",
                  callbacks: Sequence[Callback] = (), max_train_seconds: float | None = None,
-                 deadline: float | None = None, validate: str = "epoch", train_module: nn.Module | None = None):
+                 deadline: float | None = None, validate: str = "epoch", early_stopping: int = 0,
+                 train_module: nn.Module | None = None):
         self.model = model
         # Under torchrun the forward/backward go through the DDP wrapper; everything else uses the model.
         self.train_module = train_module if train_module is not None else model  # (a compiled module has no len)
@@ -136,6 +137,7 @@ class Trainer:
         # wall-clock deadline (time.perf_counter() value) that a time budget sets as its safety net.
         self.max_train_seconds, self.deadline = max_train_seconds, deadline
         self.validate = validate  # 'epoch': validate after every epoch; 'end': after the last one only
+        self.early_stopping = early_stopping  # epochs without a better validation accuracy before stopping
         self.ema: AveragedModel | None = None
         self.ema_every, self.ema_start_step = ema_every, ema_start_step
         if ema_decay > 0:
@@ -210,6 +212,16 @@ class Trainer:
         return {"train_loss": totals[0] / max(totals[2], 1), "train_accuracy": totals[1] / max(totals[2], 1),
                 "images": totals[2], "seconds": seconds}
 
+    def _no_progress_for_too_long(self) -> bool:
+        """Early stopping: `early_stopping` validated epochs without a better accuracy; the best epoch's
+        weights stay the run's weights (they are what best.safetensors holds)."""
+        s = self.state
+        if not self.early_stopping or not s.best_epoch or s.epoch - s.best_epoch < self.early_stopping:
+            return False
+        self.stop_requested = (f"early stopping: no better validation accuracy for {self.early_stopping} epochs "
+                               f"(best: epoch {s.best_epoch})")
+        return True
+
     def _time_is_up(self, epoch_seconds: float) -> bool:
         """True when a hard stop is reached; under torchrun every rank stops at the same step."""
         if self.max_train_seconds is None and self.deadline is None:
@@ -239,6 +251,9 @@ class Trainer:
         """
         for cb in self.callbacks:
             cb.on_fit_start(self)
+        if self._no_progress_for_too_long():  # a resumed run that had already stopped early
+            self.state.stop_reason = self.state.stop_reason or self.stop_requested
+            return self.state
         for epoch in range(self.state.epoch, len(epoch_steps)):
             for cb in self.callbacks:
                 cb.on_epoch_start(self, epoch)
@@ -265,6 +280,7 @@ class Trainer:
             if val and not (val.accuracy <= self.state.best_val_accuracy):  # NaN-safe: first epoch counts
                 self.state.best_val_accuracy, self.state.best_epoch = val.accuracy, epoch + 1
             row["improved"] = self.state.best_epoch == epoch + 1
+            self._no_progress_for_too_long()
             self.schedule.epoch_end(row)
             self.state.history.append(row)
             if self.stop_requested:

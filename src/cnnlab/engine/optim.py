@@ -45,13 +45,14 @@ def check_names(optim: OptimConfig, schedule: ScheduleConfig) -> None:
         raise unknown_name("schedule", schedule.name, SCHEDULES)
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig, precision: str = "fp32") -> torch.optim.Optimizer:
-    """torch.optim optimizer named by cfg.name over the model's parameter groups.
+def build_optimizer(model: nn.Module, cfg: OptimConfig, precision: str = "fp32",
+                    groups: list[dict[str, Any]] | None = None) -> torch.optim.Optimizer:
+    """torch.optim optimizer named by cfg.name over `groups` (default: the model's parameter groups).
 
     `precision` is the run's resolved precision: Muon orthogonalizes its updates in bf16 only where the
     hardware computes bf16 natively (the run is bf16), in fp32 elsewhere.
     """
-    groups = parameter_groups(model, cfg)
+    groups = groups if groups is not None else parameter_groups(model, cfg)
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
                                weight_decay=cfg.weight_decay)

@@ -4,6 +4,6 @@ Importing this package registers every built-in network.
 """
 
 from . import backbones, classic, fast  # noqa: F401  (registers every network)
-from .registry import arguments, check_arguments, create, epoch_arguments, list_models, register
+from .registry import arguments, check_arguments, create, create_for, epoch_arguments, list_models, register
 
-__all__ = ["arguments", "check_arguments", "create", "epoch_arguments", "list_models", "register"]
+__all__ = ["arguments", "check_arguments", "create", "create_for", "epoch_arguments", "list_models", "register"]

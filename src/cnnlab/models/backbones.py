@@ -187,3 +187,16 @@ def model_preprocess(model: nn.Module) -> Preprocess | None:
 def class_names(model: nn.Module, default: Sequence[str] | None = None) -> list[str] | None:
     names = getattr(model, "class_names", None)
     return list(names) if names is not None else (list(default) if default is not None else None)
+
+
+def preprocess_for(name: str) -> Preprocess | None:
+    """A registered ImageNet model's preprocessing without building it (None for other models)."""
+    if name == "efficientnet_lite0":
+        return LITE0_PREPROCESS
+    if name in TORCHVISION_HEADS:
+        from torchvision.models import get_model_weights
+
+        t = get_model_weights(name).DEFAULT.transforms()
+        return Preprocess(resize=int(t.resize_size[0]), crop=int(t.crop_size[0]), mean=tuple(t.mean),
+                          std=tuple(t.std))
+    return None

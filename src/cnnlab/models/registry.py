@@ -88,3 +88,16 @@ def create(name: str, **kwargs: Any) -> nn.Module:
         return entry(name).builder(**kwargs)
     except (TypeError, ValueError) as exc:
         raise UserError(f"model '{name}' cannot be built with {kwargs}: {exc}") from None
+
+
+def create_for(name: str, args: dict[str, Any], num_classes: int | None = None,
+               image_shape: tuple[int, ...] | None = None) -> nn.Module:
+    """Build `name` for data of `num_classes` classes and images of `image_shape` [C, H, W]: the builder's
+    num_classes / in_channels / image_size come from the data unless `args` sets them."""
+    accepted = arguments(name)
+    implied: dict[str, Any] = {"num_classes": num_classes}
+    if image_shape is not None:
+        implied.update(in_channels=image_shape[0], image_size=image_shape[-1])
+    kwargs = {k: v for k, v in implied.items() if k in accepted and v is not None}
+    kwargs.update(args)
+    return create(name, **kwargs)

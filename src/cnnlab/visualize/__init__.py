@@ -58,7 +58,8 @@ def filters(subject: Subject, layer: str, indices: Sequence[int] | None, out: st
     if channels is not None:
         bad = [i for i in indices if not 0 <= i < channels]
         if bad:
-            raise UserError(f"filter {bad[0]} is out of range: layer '{layer}' has {channels} filters (0-{channels - 1})")
+            raise UserError(f"filter {bad[0]} is out of range: layer '{layer}' has {channels} filters "
+                            f"(0-{channels - 1})")
     result = maximize(subject, layer, indices, settings)
     stem = f"filters_{layer.replace('.', '_')}"
     return _save_maximized(_out(out), stem, result, [str(i) for i in indices],

@@ -1,0 +1,105 @@
+"""Cutting and freezing networks for transfer learning.
+
+- :func:`head` is a network's classifier: its last ``nn.Linear`` (cnn4's ``classifier.fc2``, fastnet's
+  ``classifier.fc``, EfficientNet-Lite0's ``_fc``, ResNet's ``fc``, VGG's ``classifier.6``, ...).
+- :func:`replace_head` swaps it for a fresh one with the new number of classes.
+- :func:`set_trainable` chooses what trains: ``head``, ``all``, the last N *parameterised layers* (modules
+  that own parameters: convolutions, norms, linear layers; counted from the top, head included, as the
+  course's "last 101 layers of ResNet-50"), or a block by name (it and everything after it).
+
+Frozen batch-norm layers stay in eval mode: their running statistics are the ones the frozen weights
+after them were trained with (ImageNet's, or CIFAR's). Updated with the small new dataset's batches, they
+would shift every frozen layer's input away from what its weights expect, while nothing could adapt to
+it; a forward pre-hook keeps such a layer in eval mode whatever ``model.train()`` says.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..errors import UserError, did_you_mean
+
+_FROZEN_BN_HOOK = "_cnnlab_frozen_bn_hook"
+
+
+def head_name(model: nn.Module) -> str:
+    """The dotted name of the classifier: the model's last nn.Linear."""
+    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise UserError(f"{type(model).__name__} has no linear classifier layer to replace")
+    return linears[-1]
+
+
+def head(model: nn.Module) -> nn.Linear:
+    return model.get_submodule(head_name(model))  # type: ignore[return-value]
+
+
+def replace_head(model: nn.Module, num_classes: int) -> nn.Linear:
+    """A fresh nn.Linear(in_features, num_classes) in place of the classifier; returns it."""
+    name = head_name(model)
+    old = model.get_submodule(name)
+    new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    if isinstance(parent, nn.Sequential) and child.isdigit():
+        parent[int(child)] = new
+    else:
+        setattr(parent, child, new)
+    return new
+
+
+def parameterised_layers(model: nn.Module) -> list[str]:
+    """Names of the modules that own parameters, in the order of model.named_modules() (input to output)."""
+    return [name for name, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))]
+
+
+def trainable_layers(model: nn.Module, spec: str) -> list[str]:
+    """The parameterised layers `spec` makes trainable (see the module docstring)."""
+    layers = parameterised_layers(model)
+    top = head_name(model)
+    text = str(spec).strip()
+    if text == "all":
+        return layers
+    if text == "head":
+        return [top]
+    if text.isdigit():
+        n = int(text)
+        if n < 1:
+            raise UserError(f"--trainable-layers must be at least 1 (the classifier), got {n}")
+        return layers[-n:]
+    names = [name for name, _ in model.named_modules() if name]
+    if text not in names:
+        blocks = [n for n in names if n.count(".") <= 1]
+        shown = ", ".join(blocks[:8] + (["..."] if len(blocks) > 8 else []))
+        raise UserError(f"--trainable-layers '{text}' is neither a number, 'all', 'head' nor a block of "
+                        f"{type(model).__name__}{did_you_mean(text, names)}; blocks: {shown}")
+    order = [name for name, _ in model.named_modules()]
+    start = order.index(text)
+    after = set(order[start:])
+    return [layer for layer in layers if layer in after or layer.startswith(text + ".")] + \
+        ([top] if top not in after else [])
+
+
+def _keep_eval(module: nn.Module, _inputs) -> None:
+    module.training = False
+
+
+def set_trainable(model: nn.Module, spec: str) -> list[str]:
+    """Freeze everything but the layers of `spec` (the head always trains); frozen batch norms stay in
+    eval mode. Returns the trainable layers' names."""
+    chosen = set(trainable_layers(model, spec)) | {head_name(model)}
+    for name, module in model.named_modules():
+        own = list(module.parameters(recurse=False))
+        if not own:
+            continue
+        train = name in chosen
+        for p in own:
+            p.requires_grad_(train)
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            hook = getattr(module, _FROZEN_BN_HOOK, None)
+            if not train and hook is None:
+                setattr(module, _FROZEN_BN_HOOK, module.register_forward_pre_hook(_keep_eval))
+            elif train and hook is not None:
+                hook.remove()
+                delattr(module, _FROZEN_BN_HOOK)
+    return [name for name in parameterised_layers(model) if name in chosen]

@@ -1,0 +1,299 @@
+"""Transfer learning on a small dataset of your own: layouts, splits, the image and feature caches, freezing,
+the three ways through the one engine, evaluation on other data, predict and compare."""
+
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from cnnlab import config, train
+from cnnlab.classify import evaluate, load_run_model, predict_images
+from cnnlab.config import DataConfig
+from cnnlab.data import folders, load
+from cnnlab.errors import UserError
+from cnnlab.models import create, surgery
+from conftest import SHARED_DATA
+from test_cli import assert_one_line_error, cnnlab
+
+COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+SCENES = SHARED_DATA / "scenes6"
+
+
+def photo(path: Path, color, seed: int, size=(40, 30)) -> None:
+    """A noisy image of one dominant colour (the class), saved in the format of the suffix."""
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(rng.normal(color, 40, size=(size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path)
+
+
+def imagefolder(root: Path, per_class=8, splits=False) -> Path:
+    for split in (("train", "val") if splits else (None,)):
+        for c, color in COLORS.items():
+            folder = root / split / c if split else root / c
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class if split != "val" else 3):
+                photo(folder / f"{c}_{i}.{'png' if i % 2 else 'jpg'}", color, zlib.crc32(f"{c}{i}{split}".encode()))
+    return root
+
+
+def terrassa(root: Path, per_class=6) -> Path:
+    for split in ("train", "val"):
+        images = root / split / "images"
+        images.mkdir(parents=True)
+        names, labels = [], []
+        for c, color in COLORS.items():
+            for i in range(per_class if split == "train" else 2):
+                name = f"{split}_{c}_{i}.jpg"
+                photo(images / name, color, i + (100 if split == "val" else 0))
+                names.append(name)
+                labels.append(c)
+        (root / split / f"{split}.txt").write_text("\n".join(names) + "\n")
+        (root / split / "annotation.txt").write_text("\n".join(labels) + "\n")
+    return root
+
+
+def csv_dataset(root: Path) -> Path:
+    root.mkdir(parents=True)
+    (root / "img").mkdir()
+    lines = ["path,label"]
+    for c, color in COLORS.items():
+        for i in range(6):
+            photo(root / "img" / f"{c} {i}.png", color, i)  # a space in the name
+            lines.append(f"img/{c} {i}.png,{c}")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    return root / "labels.csv"
+
+
+def data_cfg(path, tmp_path, **kw) -> DataConfig:
+    return DataConfig(dataset="folder", path=str(path), cache_dir=str(tmp_path / "cache"), **kw)
+
+
+# ------------------------------------------------------------------------------------------- layouts and splits
+
+
+def test_each_layout_is_detected_and_read(tmp_path):
+    cases = [(imagefolder(tmp_path / "if"), "imagefolder", {"train"}),
+             (imagefolder(tmp_path / "ifs", splits=True), "imagefolder", {"train", "val"}),
+             (terrassa(tmp_path / "ter"), "terrassa", {"train", "val"}),
+             (csv_dataset(tmp_path / "csv"), "csv", {"train"}),
+             (SCENES, "terrassa", {"train", "val"})]
+    for path, layout, splits in cases:
+        assert folders.detect_layout(path) == layout, path
+        index = folders.INDEXERS[layout](path)
+        assert set(index.splits) == splits
+        if path != SCENES:
+            assert index.classes == ["blue", "green", "red"]
+    scenes = folders.index_terrassa(SCENES)
+    assert len(scenes.splits["train"]) == 450 and len(scenes.splits["val"]) == 180
+    assert scenes.classes == ["buildings", "forest", "glacier", "mountain", "sea", "street"]
+
+
+def test_missing_splits_are_carved_stratified_and_seeded(tmp_path):
+    root = imagefolder(tmp_path / "d", per_class=10)
+    a = folders.index_dataset(data_cfg(root, tmp_path, val_fraction=0.2, test_fraction=0.1))
+    assert [len(a.splits[s]) for s in ("train", "val", "test")] == [21, 6, 3]
+    assert torch.bincount(a.labels("val"), minlength=3).tolist() == [2, 2, 2]  # stratified
+    assert torch.bincount(a.labels("test"), minlength=3).tolist() == [1, 1, 1]
+    seen = [p for s in a.splits.values() for p, _ in s]
+    assert len(seen) == len(set(seen)) == 30  # disjoint, nothing lost
+    b = folders.index_dataset(data_cfg(root, tmp_path, val_fraction=0.2, test_fraction=0.1))
+    assert a.splits == b.splits
+    c = folders.index_dataset(data_cfg(root, tmp_path, val_fraction=0.2, test_fraction=0.1, split_seed=5))
+    assert a.splits["val"] != c.splits["val"]
+    kept = folders.index_dataset(data_cfg(terrassa(tmp_path / "t"), tmp_path, val_fraction=0.5))
+    assert len(kept.splits["val"]) == 6  # the data's own val split is kept, not carved
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("short-annotation", "lists 18 images but .*annotation.txt has 17 class names"),
+    ("missing-image", "train_red_0.jpg \\(line 1 of .*train.txt\\) does not exist"),
+    ("latin1-list", "train.txt is not UTF-8 text"),
+])
+def test_broken_terrassa_folders_are_one_line_errors(damage, message, tmp_path):
+    root = terrassa(tmp_path / "t")
+    if damage == "short-annotation":
+        lines = (root / "train" / "annotation.txt").read_text().splitlines()
+        (root / "train" / "annotation.txt").write_text("\n".join(lines[:-1]) + "\n")
+    elif damage == "missing-image":
+        (root / "train" / "images" / "train_red_0.jpg").unlink()
+    else:
+        (root / "train" / "train.txt").write_bytes("caf\xe9.jpg\n".encode("latin-1"))
+    with pytest.raises(UserError, match=message):
+        folders.index_dataset(data_cfg(root, tmp_path))
+
+
+def test_unknown_layouts_and_empty_folders_are_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="in no known layout"):
+        folders.detect_layout(tmp_path / "empty")
+    with pytest.raises(UserError, match="does not exist"):
+        folders.detect_layout(tmp_path / "nowhere")
+    (tmp_path / "x.txt").write_text("hi")
+    with pytest.raises(UserError, match="not a .csv"):
+        folders.detect_layout(tmp_path / "x.txt")
+
+
+# ------------------------------------------------------------------------------------------- decode once
+
+
+def test_images_are_decoded_once_then_come_from_the_cache(tmp_path):
+    root = imagefolder(tmp_path / "d")
+    cfg = data_cfg(root, tmp_path)
+    first = load(cfg, None)
+    assert first.decoded_images == 24 and first.train_images.shape[1:] == (3, 224, 224)
+    again = load(cfg, None)
+    assert again.decoded_images == 0 and torch.equal(again.train_images, first.train_images)
+    assert torch.equal(again.val_images, first.val_images) and first.classes == ["blue", "green", "red"]
+    photo(root / "red" / "red_0.jpg", COLORS["blue"], 1)  # a file changed: decoded again
+    assert load(cfg, None).decoded_images == 24
+
+
+# ------------------------------------------------------------------------------------------- surgery
+
+
+def test_freezing_keeps_frozen_weights_and_batch_norm_statistics():
+    torch.manual_seed(0)
+    model = create("cnn4", num_classes=3, widths=[8, 16], fc_width=16, batchnorm=True)
+    layers = surgery.set_trainable(model, "2")
+    assert layers == ["classifier.bn5", "classifier.fc2"]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    model.train()
+    for _ in range(3):
+        opt.zero_grad()
+        model(torch.randn(8, 3, 32, 32)).sum().backward()
+        opt.step()
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"classifier.bn5.weight", "classifier.bn5.bias", "classifier.bn5.running_mean",
+                       "classifier.bn5.running_var", "classifier.bn5.num_batches_tracked",
+                       "classifier.fc2.weight", "classifier.fc2.bias"}
+    assert surgery.set_trainable(model, "features.conv4") == [
+        "features.conv4", "features.bn4", "classifier.fc1", "classifier.bn5", "classifier.fc2"]
+    assert surgery.trainable_layers(model, "all") == surgery.parameterised_layers(model)
+    with pytest.raises(UserError, match="neither a number, 'all', 'head' nor a block"):
+        surgery.set_trainable(model, "features.conv9")
+
+
+def test_heads_are_found_and_replaced_on_every_kind_of_network():
+    for name, kwargs, head in (("cnn4", {}, "classifier.fc2"), ("fastnet", {"widths": [8, 8, 8]}, "classifier.fc"),
+                               ("efficientnet_lite0", {"weights": "none"}, "_fc"),
+                               ("resnet18", {"weights": "none"}, "fc")):
+        model = create(name, **kwargs)
+        assert surgery.head_name(model) == head
+        new = surgery.replace_head(model, 6)
+        assert surgery.head(model) is new and new.out_features == 6
+
+
+# ------------------------------------------------------------------------------------------- the three ways
+
+
+def tiny_cifar_run(fake_cifar_root, out):
+    cfg = config.resolve(None, {"data.root": str(fake_cifar_root), "data.download": False, "data.val_size": 100,
+                                "model.widths": [8, 16], "model.fc_width": 16, "model.batchnorm": True,
+                                "train.epochs": 1, "train.batch_size": 50, "train.progress": False, "out": str(out)})
+    return train(cfg).run_dir
+
+
+def test_transfer_from_a_cifar_run_trains_only_the_new_classifier(fake_cifar_root, tmp_path):
+    source = tiny_cifar_run(fake_cifar_root, tmp_path / "cifar")
+    root = imagefolder(tmp_path / "d")
+    proc = cnnlab("transfer", "--from", source, "--data", root, "--epochs", "40", "--out", tmp_path / "t",
+                  "--no-progress", "--cache-dir", tmp_path / "cache", "--val-fraction", "0.25")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "t" / "summary.json").read_text())
+    assert summary["kind"] == "transfer" and summary["classes"] == ["blue", "green", "red"]
+    assert summary["best_val_accuracy"] > 0.5 and summary["trainable"] == "head"
+    src, new = load_file(Path(source) / "best.safetensors"), load_file(tmp_path / "t" / "best.safetensors")
+    assert new["classifier.fc2.weight"].shape == (3, 16)
+    for k in src:
+        if not k.startswith("classifier.fc2"):
+            assert torch.equal(src[k], new[k]), k  # frozen: weights and batch-norm statistics unchanged
+    model, cfg, _ = load_run_model(tmp_path / "t")
+    assert cfg.model.name == "cnn4" and cfg.transfer.from_run == str(source)
+
+
+def test_features_run_extracts_once_and_trains_a_softmax_classifier(tmp_path):
+    root = imagefolder(tmp_path / "d")
+    common = ["--data", root, "--epochs", "20", "--no-progress", "--cache-dir", tmp_path / "cache",
+              "--val-fraction", "0.25"]
+    proc = cnnlab("features", *common, "--out", tmp_path / "f1")
+    assert proc.returncode == 0, proc.stderr
+    first = json.loads((tmp_path / "f1" / "summary.json").read_text())
+    assert first["kind"] == "features" and first["feature_cache"] == "miss" and first["decoded_images"] == 24
+    assert first["feature_dimensions"] == 1280 and first["best_val_accuracy"] >= 0.8
+    proc = cnnlab("features", *common, "--out", tmp_path / "f2", "--lr", "0.003")
+    second = json.loads((tmp_path / "f2" / "summary.json").read_text())
+    assert second["feature_cache"] == "hit" and second["decoded_images"] == 0  # decoded and extracted nothing
+    weights = load_file(tmp_path / "f1" / "best.safetensors")
+    assert set(weights) == {"weight", "bias"} and weights["weight"].shape == (3, 1280)
+    # the whole model (backbone + this classifier) predicts images
+    preds = predict_images(tmp_path / "f1", [root / "red"], top_k=2)
+    assert len(preds) == 8 and all(p["predictions"][0]["class_name"] == "red" for p in preds)
+
+
+def test_finetune_trains_the_last_layers_and_keeps_frozen_batch_norm(tmp_path):
+    root = imagefolder(tmp_path / "d", per_class=4)
+    out = tmp_path / "ft"
+    proc = cnnlab("finetune", "--data", root, "--trainable-layers", "4", "--epochs", "2", "--head-epochs", "1",
+                  "--no-progress", "--cache-dir", tmp_path / "cache", "--out", out, "train.batch_size=6",
+                  "--val-fraction", "0.25", "data.augment.color_jitter=0.1")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["kind"] == "finetune" and summary["trainable"] == "4"
+    pretrained = create("efficientnet_lite0", num_classes=3).state_dict()
+    tuned = load_file(out / "best.safetensors")
+    trainable = surgery.trainable_layers(create("efficientnet_lite0", num_classes=3), "4")
+    assert trainable == ["_blocks.15._bn2", "_conv_head", "_bn1", "_fc"]
+    for k, v in pretrained.items():
+        layer = k.rsplit(".", 1)[0]
+        if layer not in trainable:
+            assert torch.equal(v, tuned[k]), k  # frozen weights and running statistics untouched
+    assert not torch.equal(pretrained["_conv_head.weight"], tuned["_conv_head.weight"])
+
+
+def test_evaluate_on_other_data_matches_classes_by_name(fake_cifar_root, tmp_path):
+    root = imagefolder(tmp_path / "d")
+    run = tmp_path / "f"
+    proc = cnnlab("features", "--data", root, "--epochs", "10", "--no-progress", "--cache-dir", tmp_path / "cache",
+                  "--out", run)
+    assert proc.returncode == 0, proc.stderr
+    other = tmp_path / "other"
+    for c, color in reversed(list(COLORS.items())):  # same classes, other images
+        (other / c).mkdir(parents=True)
+        for i in range(3):
+            photo(other / c / f"{i}.jpg", color, 500 + i)
+    ev = evaluate(run, data_path=str(other))
+    assert ev["test_images"] == 9 and ev["test_accuracy"] >= 0.8 and ev["classes"] == ["blue", "green", "red"]
+    (other / "purple").mkdir()
+    photo(other / "purple" / "0.jpg", (150, 0, 150), 1)
+    proc = cnnlab("evaluate", run, "--data", other)
+    assert_one_line_error(proc, "has class 'purple' that the run does not know")
+    proc = cnnlab("compare", run, tmp_path / "f", "--course", "--out", tmp_path / "cmp")
+    assert proc.returncode == 0 and "course: fine-tuning" in proc.stdout
+    assert (tmp_path / "cmp" / "comparison.png").is_file()
+
+
+def test_pretrained_features_separate_real_scenes(tmp_path):
+    """The issue's check on real photos: scenes6 (6 classes, chance 17 %), EfficientNet-Lite0 features."""
+    out = tmp_path / "scenes"
+    proc = cnnlab("features", "--data", SCENES, "--no-progress", "--cache-dir", tmp_path / "cache", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["layout"] == "terrassa" and summary["val_images"] == 180
+    assert summary["best_val_accuracy"] > 0.8
+
+
+def test_bad_transfer_requests_are_one_line_errors(tmp_path):
+    proc = cnnlab("features", "--data", tmp_path / "nowhere", "--out", tmp_path / "r")
+    assert_one_line_error(proc, "nowhere does not exist")
+    proc = cnnlab("transfer", "--from", tmp_path, "--data", SCENES, "--out", tmp_path / "r")
+    assert_one_line_error(proc, "is not a trained cnnlab run directory")
+    proc = cnnlab("finetune", "--data", SCENES, "--trainable-layers", "_blocks.99", "--out", tmp_path / "r",
+                  "--cache-dir", tmp_path / "cache", "--epochs", "1")
+    assert_one_line_error(proc, "neither a number, 'all', 'head' nor a block")

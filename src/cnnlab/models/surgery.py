@@ -34,17 +34,24 @@ def head(model: nn.Module) -> nn.Linear:
     return model.get_submodule(head_name(model))  # type: ignore[return-value]
 
 
+def swap_module(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
+    """Put `new` where the submodule with dotted `name` is (a Sequential's index too); returns the old one."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    old = model.get_submodule(name)
+    if isinstance(parent, nn.Sequential) and child.isdigit():
+        parent[int(child)] = new
+    else:
+        setattr(parent, child, new)
+    return old
+
+
 def replace_head(model: nn.Module, num_classes: int) -> nn.Linear:
     """A fresh nn.Linear(in_features, num_classes) in place of the classifier; returns it."""
     name = head_name(model)
     old = model.get_submodule(name)
     new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    if isinstance(parent, nn.Sequential) and child.isdigit():
-        parent[int(child)] = new
-    else:
-        setattr(parent, child, new)
+    swap_module(model, name, new)
     return new
 
 

@@ -46,14 +46,7 @@ def extract(model: nn.Module, images: torch.Tensor, mean, std, device: torch.dev
             channels_last: bool, batch_size: int = 64) -> torch.Tensor:
     """float32 [N, features]: the classifier's input for uint8 images [N, 3, H, W]."""
     name = surgery.head_name(model)
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    head = model.get_submodule(name)
-    identity = nn.Identity()
-    if isinstance(parent, nn.Sequential) and child.isdigit():
-        parent[int(child)] = identity
-    else:
-        setattr(parent, child, identity)
+    head = surgery.swap_module(model, name, nn.Identity())  # the classifier's input is the output now
     try:
         model = model.eval().to(device, memory_format=memory_format(channels_last))
         m = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
@@ -68,10 +61,7 @@ def extract(model: nn.Module, images: torch.Tensor, mean, std, device: torch.dev
         dim = out[0].shape[1] if out else head.in_features
         return torch.cat(out) if out else torch.empty(0, dim)
     finally:
-        if isinstance(parent, nn.Sequential) and child.isdigit():
-            parent[int(child)] = head
-        else:
-            setattr(parent, child, head)
+        surgery.swap_module(model, name, head)
 
 
 def feature_data(data: ClassificationData, backbone: nn.Module, backbone_name: str, cfg: DataConfig,

@@ -147,3 +147,39 @@ def code_versions_note(runs: list[dict] | None = None) -> str:
     runs = RUNS_SEEN if runs is None else runs
     versions = sorted({r.get("code", "unknown") for r in runs})
     return f"Runs from code version{'s' if len(versions) > 1 else ''} (git tree of src/): {', '.join(versions)}."
+
+
+def cnnlab_process(name: str, args: list[str], out, fresh: bool = False) -> dict:
+    """One whole `cnnlab <args> --out <out>/<name>` process (or its earlier result, reused only for the same
+    arguments and code version): its summary.json plus the process's seconds and code version."""
+    import hashlib
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    run_dir = Path(out) / name
+    record = run_dir / "bench.json"
+    version = code_version()
+    key = hashlib.sha1((repr(args) + version).encode()).hexdigest()[:12]
+    if record.is_file() and not fresh and "+dirty" not in version:
+        cached = json.loads(record.read_text())
+        if cached.get("key") == key:
+            RUNS_SEEN.append(cached)
+            return cached
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    cmd = [sys.executable, "-m", "cnnlab", *args, "--out", str(run_dir), "--no-progress"]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+    result = {**json.loads((run_dir / "summary.json").read_text()), "name": name, "key": key, "code": version,
+              "args": args, "process_seconds": seconds}
+    record.write_text(json.dumps(result, indent=2))
+    RUNS_SEEN.append(result)
+    print(f"  {name}: val {100 * result['val_accuracy']:.2f} % in {seconds:.0f} s", flush=True)
+    return result

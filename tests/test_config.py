@@ -1,5 +1,7 @@
 """Typed config: YAML, dotted overrides, validation with suggestions."""
 
+from pathlib import Path
+
 import pytest
 
 from cnnlab import config
@@ -97,3 +99,27 @@ def test_override_syntax():
     with pytest.raises(UserError, match="section.key=value"):
         config.parse_override("train.epochs")
     assert config.parse_override("optim.lr=1e-3") == ("optim.lr", 1e-3)
+
+
+def test_presets_ship_inside_the_package_and_resolve_by_name(tmp_path, monkeypatch):
+    """The transfer commands' defaults and `--config fast89` must not depend on the working directory or on
+    a source checkout: the presets are package data, found by name from anywhere."""
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here
+    assert {"fast89", "features", "finetune", "transfer"} <= set(config.presets())
+    assert config.load_yaml("fast89") == config.load_yaml("fast89.yaml") == \
+        config.load_yaml(config.PRESETS_DIR / "fast89.yaml")
+    assert config.resolve("features", {"data.path": "photos"}).transfer.features is True
+    with pytest.raises(UserError, match="name a preset: .*fast89"):
+        config.load_yaml("fast8")
+    with pytest.raises(UserError, match="check the path$"):
+        config.load_yaml("somewhere/fast89.yaml")
+
+
+def test_packaging_declares_the_presets():
+    """setuptools copies only declared package data into a wheel: the presets' pattern must be declared."""
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    patterns = project["tool"]["setuptools"]["package-data"]["cnnlab"]
+    declared = {p.name for pattern in patterns for p in config.PRESETS_DIR.parent.glob(pattern)}
+    assert declared >= {f"{name}.yaml" for name in config.presets()}

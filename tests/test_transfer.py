@@ -107,6 +107,11 @@ def test_missing_splits_are_carved_stratified_and_seeded(tmp_path):
     assert a.splits["val"] != c.splits["val"]
     kept = folders.index_dataset(data_cfg(terrassa(tmp_path / "t"), tmp_path, val_fraction=0.5))
     assert len(kept.splits["val"]) == 6  # the data's own val split is kept, not carved
+    # choosing settings: the data's own val split left out, validation carved from its training images
+    chosen = folders.index_dataset(data_cfg(tmp_path / "t", tmp_path, val_fraction=0.5, ignore_splits=["val"]))
+    own_val = {p for p, _ in kept.splits["val"]}
+    assert len(chosen.splits["val"]) == 9 and len(chosen.splits["train"]) == 9
+    assert not own_val & {p for s in chosen.splits.values() for p, _ in s}  # never seen while choosing
 
 
 @pytest.mark.parametrize("damage,message", [
@@ -227,6 +232,7 @@ def test_features_run_extracts_once_and_trains_a_softmax_classifier(tmp_path):
     first = json.loads((tmp_path / "f1" / "summary.json").read_text())
     assert first["kind"] == "features" and first["feature_cache"] == "miss" and first["decoded_images"] == 24
     assert first["feature_dimensions"] == 1280 and first["best_val_accuracy"] >= 0.8
+    assert first["val_accuracy"] == first["best_val_accuracy"]  # the interface's key: the kept weights' accuracy
     proc = cnnlab("features", *common, "--out", tmp_path / "f2", "--lr", "0.003")
     second = json.loads((tmp_path / "f2" / "summary.json").read_text())
     assert second["feature_cache"] == "hit" and second["decoded_images"] == 0  # decoded and extracted nothing
@@ -255,6 +261,22 @@ def test_finetune_trains_the_last_layers_and_keeps_frozen_batch_norm(tmp_path):
         if layer not in trainable:
             assert torch.equal(v, tuned[k]), k  # frozen weights and running statistics untouched
     assert not torch.equal(pretrained["_conv_head.weight"], tuned["_conv_head.weight"])
+
+
+def test_kept_batch_norm_statistics_still_learn_scale_and_shift(tmp_path):
+    """transfer.bn_statistics=frozen: the trainable layers' batch norms keep ImageNet's running statistics (eval
+    mode in training) while their scale and shift train."""
+    root = imagefolder(tmp_path / "d", per_class=4)
+    out = tmp_path / "ft"
+    proc = cnnlab("finetune", "--data", root, "--trainable-layers", "4", "--epochs", "2", "--no-progress",
+                  "--cache-dir", tmp_path / "cache", "--out", out, "train.batch_size=6", "--val-fraction", "0.25",
+                  "transfer.bn_statistics=frozen", "--lr", "0.01")
+    assert proc.returncode == 0, proc.stderr
+    pretrained = create("efficientnet_lite0", num_classes=3).state_dict()
+    tuned = load_file(out / "best.safetensors")
+    for stat in ("running_mean", "running_var"):
+        assert torch.equal(pretrained[f"_bn1.{stat}"], tuned[f"_bn1.{stat}"]), stat
+    assert not torch.equal(pretrained["_bn1.weight"], tuned["_bn1.weight"])
 
 
 def test_evaluate_on_other_data_matches_classes_by_name(fake_cifar_root, tmp_path):

@@ -27,6 +27,7 @@ from .data.augment import BatchAugment
 from .data.loader import TensorBatches, steps_per_epoch
 from .engine import Callback, Trainer, TrainingDiverged, budget, distributed, predict
 from .engine.averaging import Lookahead
+from .engine.callbacks import EpochPrinter, ProgressBar, RunRecorder
 from .engine.device import (Execution, autocast, configure_threads, memory_format, resolve_execution,
                             select_device, tune_cpu_allocator)
 from .engine.metrics import confusion_matrix, per_class_accuracy
@@ -104,8 +105,7 @@ def build_trainer(cfg: Config, model: nn.Module, train_batches: TensorBatches, e
     """Optimizer, schedule and Trainer for `model` (used by training and by the budget's calibration)."""
     t = cfg.train
     optim = effective_optim(cfg)
-    groups = transfer.parameter_groups(model, cfg, optim.lr) if transfer.is_transfer(cfg) and \
-        not cfg.transfer.features else None
+    groups = transfer.parameter_groups(model, cfg, optim.lr) if transfer.adapts_network(cfg) else None
     optimizer = build_optimizer(model, optim, execution.precision, groups)
     schedule = LrSchedule(optimizer, cfg.schedule, steps_per_epoch=len(train_batches), total_steps=total_steps,
                           keras_decay=cfg.optim.decay)
@@ -117,73 +117,6 @@ def build_trainer(cfg: Config, model: nn.Module, train_batches: TensorBatches, e
 
 
 # ----------------------------------------------------------------------------------------------- callbacks
-
-
-class RunRecorder(Callback):
-    """Writes metrics.csv, the best weights and the checkpoint after every epoch (rank 0 writes).
-
-    The checkpoint also carries a copy of the best weights and the epoch they are from, so that after a
-    crash between the two writes a resumed run repairs best.safetensors (:meth:`restore`) instead of
-    mixing weights of one epoch with the history of another.
-    """
-
-    def __init__(self, run: runs.RunDir, has_validation: bool, meta: dict[str, str], extra: dict[str, Any]):
-        self.run, self.has_validation, self.meta, self.extra = run, has_validation, meta, extra
-        self.best: dict[str, Any] = {"epoch": 0, "weights": None}
-
-    def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
-        state = trainer.state_dict()  # collective under torchrun: every rank takes part
-        if not distributed.is_main():
-            return
-        self.run.write_csv(runs.METRICS, trainer.state.history)
-        if row["improved"] or not self.has_validation:
-            weights = {k: v.detach().cpu().clone() for k, v in trainer.eval_model.state_dict().items()}
-            self.best = {"epoch": row["epoch"], "weights": weights}
-            self.run.save_weights(weights, runs.BEST, metadata={**self.meta, "epoch": str(row["epoch"])})
-        self.run.save_checkpoint({**state, "best": self.best, **self.extra})
-
-    def restore(self, checkpoint: dict[str, Any]) -> None:
-        """On resume: take the checkpoint's best weights, and rewrite best.safetensors if it disagrees."""
-        best = checkpoint.get("best") or {"epoch": 0, "weights": None}
-        self.best = best
-        if not distributed.is_main() or best["weights"] is None:
-            return
-        on_disk = self.run.weights_metadata(runs.BEST).get("epoch") if self.run.exists(runs.BEST) else None
-        if on_disk != str(best["epoch"]):
-            self.run.save_weights(best["weights"], runs.BEST, metadata={**self.meta, "epoch": str(best["epoch"])})
-
-
-class EpochPrinter(Callback):
-    """One line per epoch: train and validation metrics, time, throughput."""
-
-    def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
-        if not distributed.is_main():
-            return
-        val = "" if row["val_accuracy"] != row["val_accuracy"] else \
-            f"  val loss {row['val_loss']:.4f} acc {100 * row['val_accuracy']:.2f}%"
-        print(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {100 * row['train_accuracy']:.2f}%"
-              f"{val}  lr {row['lr']:.3g}  {row['epoch_seconds']:.1f} s, {row['images_per_second']:.0f} img/s",
-              flush=True)
-
-
-class ProgressBar:
-    """A tqdm bar for one epoch showing loss, accuracy and images/s."""
-
-    def __init__(self, epoch: int, epochs: int, steps: int):
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", leave=False, unit="step",
-                        file=sys.stderr, dynamic_ncols=True)
-        self.done = 0
-
-    def update(self, step: int, loss: float, acc: float, images_per_second: float) -> None:
-        self.bar.update(step - self.done)
-        self.done = step
-        self.bar.set_postfix(loss=f"{loss:.3f}", acc=f"{100 * acc:.1f}%", img_s=f"{images_per_second:.0f}",
-                             refresh=False)
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 # ----------------------------------------------------------------------------------------------- train
@@ -339,7 +272,7 @@ def prepared_model(cfg: Config, data: data_mod.ClassificationData, device: torch
         model = build_model(cfg, data)
     if hasattr(model, "fit_to_data"):  # data-dependent init (e.g. the fast recipe's frozen whitening)
         model.fit_to_data(data.train_images, data.mean, data.std)
-    if transfer.is_transfer(cfg) and not cfg.transfer.features:
+    if transfer.adapts_network(cfg):
         callbacks += transfer.prepare(model, cfg)
     model.to(device, memory_format=memory_format(execution.channels_last and not cfg.transfer.features))
     torch.manual_seed(cfg.train.seed + distributed.rank())  # dropout differs per rank, weights do not
@@ -398,9 +331,10 @@ def train(cfg: Config, *, resume: str | Path | None = None, callbacks: Sequence[
     t = run_cfg.train
 
     model, extra = prepared_model(run_cfg, data, device, session.execution)
+    notes["params"] = sum(p.numel() for p in model.parameters())
     train_batches, val_batches, test_batches = make_batches(run_cfg, data, device, session.execution.channels_last)
     epoch_steps = steps_per_epoch(train_batches, t.epochs)
-    has_val = len(data.val_labels) > 0
+    has_val = data.has_validation
     extra += list(model.training_callbacks(run_cfg)) if hasattr(model, "training_callbacks") else []
     if t.lookahead.every:
         extra.append(Lookahead(t.lookahead, len(train_batches)))
@@ -420,8 +354,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, callbacks: Sequence[
             print(f"resuming {run} after epoch {trainer.state.epoch}", flush=True)
     if distributed.is_main():
         epochs = len(epoch_steps) if len(epoch_steps) == t.epochs else f"{t.epochs:.3g}"
-        params = sum(p.numel() for p in model.parameters())
-        print(f"training {cfg.model.name} ({params:,} parameters) on {len(data.train_labels):,} images, "
+        print(f"training {cfg.model.name} ({notes['params']:,} parameters) on {len(data.train_labels):,} images, "
               f"{epochs} epochs ({sum(epoch_steps)} steps), {device}, {session.threads} threads -> {run}", flush=True)
 
     state = _fit(trainer, run, train_batches, val_batches if has_val else None, epoch_steps,
@@ -437,7 +370,7 @@ def _finish(session: Session, run_cfg: Config, data: data_mod.ClassificationData
             test_batches, plan: budget.BudgetPlan | None, notes: dict, resumed: bool) -> None:
     """Test the selected weights (best validation epoch, else the last), plot, write summary.json."""
     cfg, run, t, execution = session.cfg, session.run, run_cfg.train, session.execution
-    has_val = len(data.val_labels) > 0
+    has_val = data.has_validation
     trainer.eval_model.load_state_dict(run.load_weights(runs.BEST))
     evaluation = {"test_accuracy": None, "test_loss": None}
     if t.final_test and len(data.test_labels):  # sweeps turn it off: they choose on validation, never on test
@@ -446,6 +379,8 @@ def _finish(session: Session, run_cfg: Config, data: data_mod.ClassificationData
     summary = {
         "name": cfg.name, "model": cfg.model.name, "epochs": state.epoch, "epochs_planned": t.epochs,
         "steps": trainer.schedule.step_count, "steps_planned": trainer.schedule.total_steps,
+        # val_accuracy: of the weights the run keeps (best.safetensors, the best validation epoch)
+        "val_accuracy": state.best_val_accuracy if has_val else None,
         "best_val_accuracy": state.best_val_accuracy if has_val else None,
         "best_epoch": state.best_epoch if has_val else state.epoch,
         "final_val_accuracy": state.history[-1]["val_accuracy"] if state.history else None,
@@ -453,7 +388,7 @@ def _finish(session: Session, run_cfg: Config, data: data_mod.ClassificationData
         "train_seconds": state.train_seconds, "total_seconds": time.perf_counter() - session.wall_start,
         "budget_minutes": cfg.train.budget_minutes, "budget": plan.record() if plan else None,
         "planned_seconds": plan.planned_total_seconds if plan else None,
-        "params": sum(p.numel() for p in trainer.model.parameters()), "seed": t.seed,
+        "seed": t.seed,
         "train_images": len(data.train_labels), "val_images": len(data.val_labels),
         "test_images": len(data.test_labels),
         "precision": execution.precision, "channels_last": execution.channels_last,

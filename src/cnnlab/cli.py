@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from .errors import EXIT_USER_ERROR, UserError
@@ -49,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a classifier. Any config field can be set as KEY=VALUE, e.g. "
                                    "optim.lr=0.01 model.batchnorm=true data.augment.flip=true.")
     t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (dotted keys)")
-    t.add_argument("--config", metavar="FILE", help="YAML config file")
+    t.add_argument("--config", metavar="FILE", help="YAML config file, or a preset name (fast89, course-cnn, ...)")
     t.add_argument("--model", help=f"network: {', '.join(models.list_models())}")
     t.add_argument("--epochs", type=float)
     t.add_argument("--batch-size", type=int)
@@ -109,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_flags(a)
 
     _add_visualize(sub)
+    _add_stylize(sub)
     sub.add_parser("models", help="list the registered networks")
     d = sub.add_parser("doctor", help="this machine's CPU/GPU, the precision auto picks, a throughput probe",
                        description="What to paste into a bug report: CPU capability, native bf16, cores, the "
@@ -129,7 +129,7 @@ def _add_transfer_commands(sub) -> None:
         "finetune": ("fine-tune the last N layers of a pretrained ImageNet backbone", "finetune.yaml"),
     }
     for name, (text, config) in ways.items():
-        p = sub.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]}. Defaults: configs/{config}; "
+        p = sub.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]}. Defaults: the preset {config} (configs/{config}); "
                            f"any config field can be set as KEY=VALUE.")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (dotted keys)")
         p.add_argument("--data", metavar="PATH", required=True,
@@ -148,7 +148,8 @@ def _add_transfer_commands(sub) -> None:
             p.add_argument("--backbone-lr-factor", type=float, help="backbone lr = lr x this (default 0.1)")
             p.add_argument("--head-epochs", type=float, help="train the head alone first for this many epochs")
             p.add_argument("--early-stopping", type=int, metavar="P", help="stop after P epochs without progress")
-        p.add_argument("--config", metavar="FILE", help=f"base config (default configs/{config})")
+        p.add_argument("--config", metavar="FILE",
+                       help=f"base config: a YAML file or a preset name (default {config[:-5]})")
         for flag, kind in (("--epochs", float), ("--lr", float), ("--batch-size", int), ("--seed", int),
                            ("--minutes", float)):
             p.add_argument(flag, type=kind)
@@ -227,7 +228,6 @@ def _print_result(result) -> None:
               f"\nrun directory: {result.run_dir}")
 
 
-CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
 TRANSFER_FLAGS = {"layout": "data.layout", "val_fraction": "data.val_fraction", "test_fraction": "data.test_fraction",
                   "epochs": "train.epochs", "lr": "optim.lr", "batch_size": "train.batch_size", "seed": "train.seed",
                   "minutes": "train.budget_minutes", "name": "name", "out": "out", "cache_dir": "data.cache_dir",
@@ -252,7 +252,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     if args.no_progress:
         overrides["train.progress"] = False
     overrides.update(_overrides(args.overrides))
-    base = args.config or CONFIGS_DIR / f"{args.command}.yaml"
+    base = args.config or args.command  # the shipped preset of that name
     if args.resume:
         cfg = config_mod.resolve(f"{args.resume}/config.yaml", {k: v for k, v in overrides.items() if k in (
             "data.root", "train.device", "train.threads", "train.progress", "data.cache_dir")})
@@ -383,6 +383,179 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_stylize(sub) -> None:
+    st = sub.add_parser("stylize", help="neural style transfer: optimize an image (Gatys et al.)",
+                        description="Neural style transfer. optimize: the pixels of one image are optimized to "
+                                    "keep a photo's content and take a painting's style.")
+    kinds = st.add_subparsers(dest="kind", required=True, parser_class=_Parser)
+    o = kinds.add_parser("optimize", help="optimize one image (Gatys et al.): content + style + total variation")
+    o.add_argument("--content", metavar="IMG", required=True, help="the photo whose content is kept")
+    o.add_argument("--style", metavar="IMG", action="append", required=True,
+                   help="a painting (repeat for a mix of styles, see --style-weights)")
+    o.add_argument("--style-weights", metavar="W1,W2", help="one weight per --style image (default: equal)")
+    o.add_argument("--content-weight", type=float, default=1.0, help="content loss weight (default 1)")
+    o.add_argument("--content-weights", metavar="W1,W2,...",
+                   help="run once per content weight and write one comparison grid (e.g. 0.3,1,3)")
+    o.add_argument("--style-weight", type=float, default=10.0, help="style loss weight (default 10)")
+    o.add_argument("--tv-weight", type=float, default=10.0, help="total-variation weight (default 10)")
+    o.add_argument("--raw-losses", action="store_true",
+                   help="classic unnormalized loss terms (weights then need tuning per network, e.g. style 1e4)")
+    o.add_argument("--size", type=int, default=256, help="output's longest side in pixels (default 256)")
+    o.add_argument("--iterations", type=int, default=300)
+    o.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs")
+    o.add_argument("--lr", type=float, default=0.02, help="Adam's step size (default 0.02)")
+    o.add_argument("--init", choices=["content", "noise"], default="content", help="start image (default content)")
+    o.add_argument("--preserve-colors", action="store_true", help="keep the photo's colours (luminance-only)")
+    o.add_argument("--snapshot-every", type=int, default=0, metavar="K",
+                   help="keep the image every K iterations: evolution.png")
+    o.add_argument("--loss-net", help="vgg19 | vgg16 | efficientnet_lite0 | another ImageNet model (default: "
+                                      "vgg19 where its weights are available, else efficientnet_lite0)")
+    o.add_argument("--weights", metavar="FILE", help="the loss network's weights from a local file")
+    o.add_argument("--content-layers", metavar="L1,L2", help="override the loss network's content layers")
+    o.add_argument("--style-layers", metavar="L1[:W],L2[:W]", help="override its style layers (optional weights)")
+    o.add_argument("--smooth", action=argparse.BooleanOptionalAction, default=None,
+                   help="Wang et al.'s softmax smoothing of activations (default: per loss network)")
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--out", metavar="DIR", help="output folder (default runs/stylize-TIMESTAMP)")
+    o.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    o.add_argument("--no-progress", action="store_true")
+    o.add_argument("--threads", type=int)
+    o.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
+
+    t = kinds.add_parser("train", help="train a fast style network for one painting (Johnson et al.)",
+                         description="Train a feed-forward style network on a folder of photos; resumable; a preview "
+                                     "of fixed photos after every epoch (evolution.png).")
+    t.add_argument("--style", metavar="IMG", help="the painting (required unless --resume)")
+    t.add_argument("--content-dir", metavar="DIR", help="photos to train on (any depth), e.g. a dataset folder")
+    t.add_argument("--image-size", type=int, default=256, help="training crop side (default 256)")
+    t.add_argument("--style-size", type=int, default=256, help="painting's longest side for its Gram matrices")
+    t.add_argument("--batch-size", type=int, default=4)
+    t.add_argument("--epochs", type=float, default=2.0)
+    t.add_argument("--iterations", type=int, default=0, help="train this many steps instead of --epochs")
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--content-weight", type=float, default=1.0)
+    t.add_argument("--style-weight", type=float, default=10.0)
+    t.add_argument("--tv-weight", type=float, default=10.0)
+    t.add_argument("--width", type=int, default=32, help="channels of the first layer (default 32, as the paper)")
+    t.add_argument("--residual-blocks", type=int, default=5)
+    t.add_argument("--loss-net", help="vgg19 | vgg16 | efficientnet_lite0 (default: vgg19 where available)")
+    t.add_argument("--weights", metavar="FILE", help="the loss network's weights from a local file")
+    t.add_argument("--preview-every", type=int, default=0, metavar="N", help="also preview every N steps")
+    t.add_argument("--limit-images", type=int, default=0, metavar="N", help="train on the first N photos")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    t.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/style-NAME-TIMESTAMP)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted style training run")
+    t.add_argument("--cache-dir", metavar="DIR", help="where the decoded photos are cached")
+    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--threads", type=int)
+    t.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
+
+    a = kinds.add_parser("apply", help="stylize an image, a folder or a video with a trained style network")
+    a.add_argument("--model", metavar="MODEL", required=True, help="a style training run directory or its weights")
+    a.add_argument("--input", metavar="IMG|DIR|VIDEO", required=True)
+    a.add_argument("--out", metavar="PATH", required=True, help="an image, a folder, or a video file name")
+    a.add_argument("--batch-size", type=int, default=8, help="video frames per batch")
+    a.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    a.add_argument("--no-progress", action="store_true")
+    a.add_argument("--threads", type=int)
+    a.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
+
+
+def _number_list(text: str | None, flag: str) -> list[float] | None:
+    """'0.7,0.3' -> [0.7, 0.3]; None stays None."""
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{flag} '{text}' must be numbers separated by commas, e.g. 0.7,0.3") from None
+    if not values or any(v != v or v < 0 for v in values):
+        raise UserError(f"{flag} '{text}' must be numbers of 0 or more, e.g. 0.7,0.3")
+    return values
+
+
+def _layer_weights(text: str | None) -> dict[str, float] | None:
+    """'relu1_1:1,relu2_1:0.5' -> {'relu1_1': 1.0, 'relu2_1': 0.5}; a missing weight is 1."""
+    if text is None:
+        return None
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, weight = part.partition(":")
+        try:
+            out[name] = float(weight) if weight else 1.0
+        except ValueError:
+            raise UserError(f"--style-layers '{text}': '{weight}' is not a number (write LAYER:WEIGHT)") from None
+    return out
+
+
+def cmd_stylize(args: argparse.Namespace) -> int:
+    import time
+
+    from . import style
+
+    if args.kind == "train":
+        return _stylize_train(args)
+    if args.kind == "apply":
+        info = style.apply(args.model, args.input, args.out, device=args.device or "auto", threads=args.threads,
+                           precision=args.precision, batch=args.batch_size, progress=not args.no_progress)
+        if "frames" in info:
+            print(f"{info['frames']} frames ({info['width']}x{info['height']}, {info['frame_rate']:g} fps"
+                  f"{', audio copied' if info['audio'] else ''}) in {info['seconds']:.1f} s "
+                  f"({info['frames_per_second']:.1f} frames/s) -> {info['output']}")
+        else:
+            print(f"{info['images']} image(s) in {info['seconds']:.1f} s -> {', '.join(info['outputs'][:3])}"
+                  f"{' ...' if info['images'] > 3 else ''}")
+        return 0
+    out = args.out or f"runs/stylize-{time.strftime('%Y%m%d-%H%M%S')}"
+    mix = _number_list(args.style_weights, "--style-weights") or [1.0] * len(args.style)
+    settings = style.OptimizeSettings(
+        size=args.size, iterations=args.iterations, optimizer=args.optimizer, lr=args.lr,
+        content_weight=args.content_weight, style_weight=args.style_weight, tv_weight=args.tv_weight,
+        init=args.init, style_mix=mix, preserve_colors=args.preserve_colors, snapshot_every=args.snapshot_every,
+        seed=args.seed)
+    summary = style.optimize(args.content, args.style, out, settings, loss_net=args.loss_net, weights=args.weights,
+                             content_layers=args.content_layers.split(",") if args.content_layers else None,
+                             style_layers=_layer_weights(args.style_layers), smooth=args.smooth,
+                             relative=not args.raw_losses,
+                             content_weights=_number_list(args.content_weights, "--content-weights"),
+                             device=args.device or "auto", threads=args.threads, precision=args.precision,
+                             progress=not args.no_progress)
+    i, f = summary["initial"], summary["final"]
+    print(f"loss network {summary['loss_net']['name']}: content {i['content_loss']:.4f} -> {f['content_loss']:.4f}, "
+          f"style {i['style_loss']:.4f} -> {f['style_loss']:.4f} in {summary['seconds']:.1f} s "
+          f"({summary['seconds_per_iteration']:.2f} s/iteration, {summary['precision']})")
+    print(f"wrote {summary['output']} and summary.json to {out}")
+    return 0
+
+
+def _stylize_train(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from . import style
+
+    if args.resume:
+        summary = style.train(style.StyleTrainSettings(), args.resume, resume=True, device=args.device or "auto",
+                              threads=args.threads, cache_dir=args.cache_dir, progress=not args.no_progress)
+    else:
+        if not args.style or not args.content_dir:
+            raise UserError("--style IMG and --content-dir DIR are required (or --resume RUN_DIR)")
+        settings = style.StyleTrainSettings(
+            style=args.style, content_dir=args.content_dir, image_size=args.image_size, style_size=args.style_size,
+            batch_size=args.batch_size, epochs=args.epochs, iterations=args.iterations, lr=args.lr,
+            content_weight=args.content_weight, style_weight=args.style_weight, tv_weight=args.tv_weight,
+            width=args.width, residual_blocks=args.residual_blocks, loss_net=args.loss_net or "",
+            loss_net_weights=args.weights, preview_every=args.preview_every, limit_images=args.limit_images,
+            seed=args.seed, precision=args.precision)
+        out = args.out or f"runs/style-{Path(args.style).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        summary = style.train(settings, out, device=args.device or "auto", threads=args.threads,
+                              cache_dir=args.cache_dir, progress=not args.no_progress)
+    print(f"loss {summary['first_epoch_loss']:.4f} (first epoch) -> {summary['final_loss']:.4f} (last), "
+          f"{summary['steps']} steps in {summary['train_seconds'] / 60:.1f} min\nstyle network: {summary['weights']}")
+    return 0
+
+
 def _index_list(text: str) -> list[int]:
     """'0-3,7' -> [0, 1, 2, 3, 7]."""
     out: list[int] = []
@@ -443,7 +616,8 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "ablate": cmd_ablate, "visualize": cmd_visualize,
             "models": cmd_models, "doctor": cmd_doctor, "transfer": cmd_transfer, "features": cmd_transfer,
-            "finetune": cmd_transfer, "predict": cmd_predict, "compare": cmd_compare}
+            "finetune": cmd_transfer, "predict": cmd_predict, "compare": cmd_compare,
+            "stylize": cmd_stylize}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -61,6 +61,9 @@ class DataConfig:
     """folder datasets without a validation split: the share of training images held out (stratified)."""
     test_fraction: float = 0.0
     """folder datasets without a test split: the share of images held out for testing (stratified)."""
+    ignore_splits: list[str] = field(default_factory=list)
+    """folder datasets: the dataset's own splits to leave out (val, test), so that validation is carved from the
+    training images instead: settings are then chosen without touching the split whose figure is reported."""
     image_size: int = 0
     """folder datasets: the side of the square images fed to the model (0 = the model's own input size)."""
     cache_dir: str | None = None
@@ -223,6 +226,10 @@ class TransferConfig:
     are the run's weights either way."""
     features: bool = False
     """Extract the backbone's pooled features once (cached), then train only a softmax classifier on them."""
+    bn_statistics: str = "update"
+    """Batch norm of the layers that train: update (running statistics follow the new data's batches) or
+    frozen (kept as pretrained, scale and shift still learn; see models/surgery.py). Frozen layers' batch
+    norm keeps its statistics either way."""
 
 
 @dataclass
@@ -261,6 +268,7 @@ VALID_CHOICES = {
     "data.augment.pad_mode": ("reflect", "zeros", "edge"),
     "schedule.monitor": ("val_loss", "val_accuracy"),
     "data.layout": ("auto", "imagefolder", "terrassa", "csv"),
+    "transfer.bn_statistics": ("update", "frozen"),
 }
 
 # ----------------------------------------------------------------------------------------------- parsing
@@ -384,13 +392,32 @@ def normalize_switch(value: Any) -> str:
     return {"yes": "true", "on": "true", "1": "true", "no": "false", "off": "false", "0": "false"}.get(text, text)
 
 
+PRESETS_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def presets() -> list[str]:
+    """Names of the configs shipped inside the package (src/cnnlab/configs, linked as configs/ in a checkout)."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def find_config(path: str | Path) -> Path:
+    """A config file by path, or a shipped preset by name ('fast89' or 'fast89.yaml'): presets live in the
+    package, so they are found the same way from a checkout, an editable install or a wheel."""
+    path = Path(path)
+    if path.is_file() or len(path.parts) > 1:
+        return path
+    preset = PRESETS_DIR / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+    return preset if preset.is_file() else path
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, with one-line errors for a missing or malformed file."""
-    path = Path(path)
+    path = find_config(path)
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise UserError(f"config file {path} does not exist; check the path") from None
+        hint = "check the path" if len(path.parts) > 1 else f"check the path, or name a preset: {', '.join(presets())}"
+        raise UserError(f"config file {path} does not exist; {hint}") from None
     except OSError as exc:
         raise UserError(f"cannot read config file {path}: {exc.strerror}") from None
     try:
@@ -497,6 +524,9 @@ def validate(cfg: Config) -> None:
     for key, value in (("data.val_fraction", d.val_fraction), ("data.test_fraction", d.test_fraction)):
         if not 0 <= value < 1:
             raise UserError(f"config field '{key}' must be in [0, 1), got {value}")
+    unknown = sorted(set(d.ignore_splits) - {"val", "test"})
+    if unknown:
+        raise UserError(f"config field 'data.ignore_splits' takes val and/or test, got {unknown[0]!r}")
     if d.val_fraction + d.test_fraction >= 1:
         raise UserError(f"data.val_fraction + data.test_fraction must leave training images, got "
                         f"{d.val_fraction} + {d.test_fraction}")

@@ -40,6 +40,11 @@ class ClassificationData:
     """Images decoded by this load (0 when they came from the cache)."""
 
     @property
+    def has_validation(self) -> bool:
+        """Whether there is a validation split to select the best epoch on (else the last epoch is kept)."""
+        return len(self.val_labels) > 0
+
+    @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.train_images.shape[1:])  # type: ignore[return-value]
 

@@ -177,6 +177,8 @@ def index_dataset(cfg: DataConfig) -> FolderIndex:
     if unknown:
         raise UserError(f"dataset {path}: class '{sorted(unknown)[0]}' appears in val/test but in no training "
                         f"image; every class needs training images")
+    for split in cfg.ignore_splits:  # choosing settings: validate on images carved from train instead
+        index.splits.pop(split, None)
     return carve_splits(index, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
 
 

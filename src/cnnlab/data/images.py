@@ -92,3 +92,25 @@ def expand_image_paths(inputs: Iterable[str | Path]) -> list[Path]:
     if not paths:
         raise UserError("no images given; pass image files or a folder of images")
     return paths
+
+
+def to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """float [3, H, W] (or [1, 3, H, W]) in [0, 1] -> uint8 [3, H, W], rounded."""
+    if image.dim() == 4:
+        image = image[0]
+    return (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
+def save_png(image: torch.Tensor, path: str | Path) -> Path:
+    """Write an image (uint8, or float in [0, 1]) as PNG atomically: a crash never leaves half a file."""
+    import io
+
+    from PIL import Image
+
+    from ..runs import atomic_write_bytes
+
+    pixels = image if image.dtype == torch.uint8 else to_uint8(image)
+    buffer = io.BytesIO()  # Pillow, not torchvision.io: torchvision's image codecs are deprecated since 0.29
+    Image.fromarray(pixels.cpu().permute(1, 2, 0).numpy()).save(buffer, format="PNG")
+    atomic_write_bytes(Path(path), buffer.getvalue())
+    return Path(path)

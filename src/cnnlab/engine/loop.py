@@ -1,16 +1,21 @@
-"""The one training loop: CIFAR training, the fast recipe, transfer heads and fine-tuning all run here.
+"""The one training loop: CIFAR training, the fast recipe, transfer heads, fine-tuning and style networks.
 
 A :class:`Trainer` owns the model, optimizer, schedule and optional weight average, and knows precision,
 memory format and device. ``fit`` runs epochs of ``train_epoch`` + ``evaluate`` and hands each epoch's row
 of metrics to callbacks (checkpoints, metrics files, progress printing, plateau logic live there or in the
 schedule). ``state_dict`` captures everything needed to continue bit-for-bit after an interruption.
+
+The loss is pluggable: by default softmax cross-entropy on the labels (classifiers, with accuracy); an
+``objective(outputs, inputs, labels) -> loss`` replaces it for networks that are not classifiers (a style
+transform network's perceptual loss, computed by a frozen loss network on its output and input). Such
+runs report no accuracy (NaN in metrics.csv) and need no validation split.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,8 +129,10 @@ class Trainer:
                  ema_every: int = 1, ema_start_step: int = 0, tta: str = "none",
                  callbacks: Sequence[Callback] = (), max_train_seconds: float | None = None,
                  deadline: float | None = None, validate: str = "epoch", early_stopping: int = 0,
-                 train_module: nn.Module | None = None):
+                 train_module: nn.Module | None = None,
+                 objective: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None):
         self.model = model
+        self.objective = objective  # None: cross-entropy on the labels (see the module docstring)
         # Under torchrun the forward/backward go through the DDP wrapper; everything else uses the model.
         self.train_module = train_module if train_module is not None else model  # (a compiled module has no len)
         self.optimizer, self.schedule = optimizer, schedule
@@ -159,7 +166,10 @@ class Trainer:
         """One optimizer step; returns (loss, number correct) as tensors (no host sync)."""
         with autocast(self.device, self.precision):
             logits = self.train_module(x)
-        loss = self.loss(logits, y)
+            if self.objective is not None:  # inside autocast: a loss network runs in the run's precision too
+                loss = self.objective(logits, x, y).float()
+        if self.objective is None:
+            loss = self.loss(logits, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.grad_clip:
@@ -173,6 +183,8 @@ class Trainer:
                     avg.copy_(cur)
             else:
                 self.ema.update_parameters(self.model)
+        if self.objective is not None:
+            return loss.detach(), torch.zeros((), device=loss.device, dtype=torch.long)
         return loss.detach(), (logits.argmax(1) == y).sum()
 
     def train_epoch(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], total: int | None = None,
@@ -194,7 +206,8 @@ class Trainer:
                     raise TrainingDiverged(f"loss became {float(loss)} at epoch {self.state.epoch + 1}, step {i + 1}")
                 if progress is not None:
                     elapsed = time.perf_counter() - start
-                    progress(i + 1, float(loss_sum) / seen, float(correct) / seen, seen / max(elapsed, 1e-9))
+                    acc = float(correct) / seen if self.objective is None else float("nan")
+                    progress(i + 1, float(loss_sum) / seen, acc, seen / max(elapsed, 1e-9))
             for cb in self.callbacks:
                 cb.on_step_end(self)
             if self._time_is_up(time.perf_counter() - start):
@@ -209,7 +222,8 @@ class Trainer:
                     if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
         if bad is not None:
             raise TrainingDiverged(f"weights became NaN or infinite ({bad}) in epoch {self.state.epoch + 1}")
-        return {"train_loss": totals[0] / max(totals[2], 1), "train_accuracy": totals[1] / max(totals[2], 1),
+        accuracy = totals[1] / max(totals[2], 1) if self.objective is None else float("nan")
+        return {"train_loss": totals[0] / max(totals[2], 1), "train_accuracy": accuracy,
                 "images": totals[2], "seconds": seconds}
 
     def _no_progress_for_too_long(self) -> bool:

@@ -11,6 +11,10 @@ Frozen batch-norm layers stay in eval mode: their running statistics are the one
 after them were trained with (ImageNet's, or CIFAR's). Updated with the small new dataset's batches, they
 would shift every frozen layer's input away from what its weights expect, while nothing could adapt to
 it; a forward pre-hook keeps such a layer in eval mode whatever ``model.train()`` says.
+``keep_bn_statistics=True`` does the same for the batch norms of the layers that train (their scale and
+shift still learn): fine-tuning on a few hundred images in batches of 32, the batch statistics are noisy
+estimates of the new data's, and updating the running ones with them moves every layer above at once
+(Keras's fine-tuning guide keeps batch norm in inference mode for the same reason).
 """
 
 from __future__ import annotations
@@ -91,9 +95,9 @@ def _keep_eval(module: nn.Module, _inputs) -> None:
     module.training = False
 
 
-def set_trainable(model: nn.Module, spec: str) -> list[str]:
+def set_trainable(model: nn.Module, spec: str, keep_bn_statistics: bool = False) -> list[str]:
     """Freeze everything but the layers of `spec` (the head always trains); frozen batch norms stay in
-    eval mode. Returns the trainable layers' names."""
+    eval mode (all of them with `keep_bn_statistics`). Returns the trainable layers' names."""
     chosen = set(trainable_layers(model, spec)) | {head_name(model)}
     for name, module in model.named_modules():
         own = list(module.parameters(recurse=False))
@@ -104,9 +108,10 @@ def set_trainable(model: nn.Module, spec: str) -> list[str]:
             p.requires_grad_(train)
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             hook = getattr(module, _FROZEN_BN_HOOK, None)
-            if not train and hook is None:
+            keep = not train or keep_bn_statistics
+            if keep and hook is None:
                 setattr(module, _FROZEN_BN_HOOK, module.register_forward_pre_hook(_keep_eval))
-            elif train and hook is not None:
+            elif not keep and hook is not None:
                 hook.remove()
                 delattr(module, _FROZEN_BN_HOOK)
     return [name for name in parameterised_layers(model) if name in chosen]

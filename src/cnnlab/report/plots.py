@@ -82,3 +82,27 @@ def comparison(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: str |
     ax.legend(fontsize=8)
     ax.set_title(title or metric.replace("_", " "))
     return save_figure(fig, path)
+
+
+def image_grid(rows: Sequence[Sequence[Any]], labels: Sequence[Sequence[str]], path: str | Path, title: str = "",
+               tile_inches: float = 2.6) -> Path:
+    """Rows of images (float [3, H, W] or [1, 3, H, W] in [0, 1], or None for an empty cell), each captioned:
+    style-transfer strips and comparison grids. Tiles keep their aspect ratio."""
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    first = next(img for row in rows for img in row if img is not None)
+    aspect = first.shape[-2] / first.shape[-1]
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(tile_inches * n_cols,
+                                                      tile_inches * aspect * n_rows + 0.35 * n_rows + 0.3),
+                             squeeze=False)
+    for r, row in enumerate(rows):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c < len(row) and row[c] is not None:
+                img = row[c][0] if row[c].dim() == 4 else row[c]
+                ax.imshow(img.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy())
+                ax.set_title(labels[r][c], fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -32,7 +32,14 @@ from ..models import surgery
 def is_transfer(cfg: Config) -> bool:
     """Whether the run adapts a trained network (rather than training one from its initialization)."""
     x = cfg.transfer
-    return bool(x.from_run or x.features or x.trainable != "all" or x.head_epochs or x.backbone_lr_factor != 1.0)
+    return bool(x.from_run or x.features or x.trainable != "all" or x.head_epochs or x.backbone_lr_factor != 1.0
+                or x.bn_statistics != "update")
+
+
+def adapts_network(cfg: Config) -> bool:
+    """Whether the run trains a cut or partly frozen network (transfer from a run, fine-tuning), as opposed to
+    a classifier on cached features or a network trained whole from its initialization."""
+    return is_transfer(cfg) and not cfg.transfer.features
 
 
 def parameter_groups(model: nn.Module, cfg: Config, lr: float) -> list[dict[str, Any]]:
@@ -52,13 +59,13 @@ def parameter_groups(model: nn.Module, cfg: Config, lr: float) -> list[dict[str,
 class StageTwo(Callback):
     """After `epochs` epochs of the head alone, the layers of `spec` join (at that step, mid-epoch if need be)."""
 
-    def __init__(self, model: nn.Module, spec: str, epochs: float):
-        self.model, self.spec, self.epochs = model, spec, epochs
+    def __init__(self, model: nn.Module, spec: str, epochs: float, keep_bn_statistics: bool = False):
+        self.model, self.spec, self.epochs, self.keep_bn_statistics = model, spec, epochs, keep_bn_statistics
         self.started = False
 
     def _check(self, trainer) -> None:
         if not self.started and trainer.schedule.step_count >= round(self.epochs * trainer.schedule.steps_per_epoch):
-            surgery.set_trainable(self.model, self.spec)
+            surgery.set_trainable(self.model, self.spec, self.keep_bn_statistics)
             self.started = True
 
     def on_epoch_start(self, trainer, epoch: int) -> None:
@@ -71,10 +78,11 @@ class StageTwo(Callback):
 def prepare(model: nn.Module, cfg: Config) -> list[Callback]:
     """Freeze per the config (the head alone first when there are two stages); the stage callback if any."""
     x = cfg.transfer
+    keep = x.bn_statistics == "frozen"
     if x.head_epochs:
-        surgery.set_trainable(model, "head")
-        return [StageTwo(model, x.trainable, x.head_epochs)]
-    surgery.set_trainable(model, x.trainable)
+        surgery.set_trainable(model, "head", keep)
+        return [StageTwo(model, x.trainable, x.head_epochs, keep)]
+    surgery.set_trainable(model, x.trainable, keep)
     return []
 
 

@@ -1,0 +1,202 @@
+"""Applying a trained style network to images, folders of images and video files.
+
+Video goes through PyAV (FFmpeg's libraries, bundled in its wheels): frames are decoded, stylized in batches
+and encoded at the same size and frame rate (H.264 in .mp4/.mkv/.mov, else the container's default codec);
+an audio stream is copied packet for packet, untouched. Output files are written under a temporary name and
+renamed when complete, so an interrupted run never leaves half a video or image behind.
+
+The inference path is the one benchmarks/style.py measured fastest on CPUs: channels_last memory format and
+the precision rule of engine/device.py (bf16 only where the hardware computes it natively), under
+torch.inference_mode.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from ..data.images import IMAGE_SUFFIXES, read_image, save_png, to_uint8
+from ..errors import UserError
+
+# Output codec per container; input may be anything FFmpeg reads with one of these suffixes.
+VIDEO_CODECS = {".mp4": "libx264", ".mkv": "libx264", ".mov": "libx264", ".m4v": "libx264", ".webm": "libvpx-vp9",
+                ".avi": "mpeg4", ".mpg": "mpeg2video", ".mpeg": "mpeg2video"}
+VIDEO_SUFFIXES = set(VIDEO_CODECS)
+
+
+class Stylizer:
+    """A style network ready for inference: images [B, 3, H, W] uint8 -> uint8, in batches."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, precision: str, channels_last: bool = True):
+        self.device, self.precision, self.channels_last = device, precision, channels_last
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.eval().to(device, memory_format=fmt)
+
+    @torch.inference_mode()
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        from ..engine.device import autocast
+
+        x = frames.to(self.device).float() / 255
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.precision):
+            y = self.model(x)
+        return (y.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
+def _temporary_beside(path: Path) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def stylize_image(stylizer: Stylizer, source: Path, target: Path) -> Path:
+    image = read_image(source)
+    out = stylizer(image.unsqueeze(0))[0]
+    return save_png(out, target)
+
+
+def stylize_video(stylizer: Stylizer, source: Path, target: Path, batch: int = 8,
+                  progress: Callable[[int, float], None] | None = None) -> dict:
+    """Every frame of `source` stylized into `target` (same size, frame rate and frame count; audio copied)."""
+    import av
+
+    try:
+        src = av.open(str(source))
+    except (av.error.FFmpegError, OSError) as exc:
+        raise UserError(f"cannot read video {source} ({exc}); is it a video file?") from None
+    with src:
+        if not src.streams.video:
+            raise UserError(f"{source} has no video stream; pass a video file, an image or a folder of images")
+        video = src.streams.video[0]
+        audio = src.streams.audio[0] if src.streams.audio else None
+        rate = video.average_rate or video.guessed_rate or 25
+        width, height = video.codec_context.width, video.codec_context.height
+        tmp = _temporary_beside(target)
+        frames_done, start = 0, time.perf_counter()
+        try:
+            with av.open(str(tmp), "w", format=_container_format(target)) as dst:
+                out_video = dst.add_stream(VIDEO_CODECS[target.suffix.lower()], rate=rate)
+                out_video.width, out_video.height = width + width % 2, height + height % 2  # yuv420p needs even
+                out_video.pix_fmt = "yuv420p"
+                out_audio = dst.add_stream_from_template(audio) if audio is not None else None
+                pending: list[torch.Tensor] = []
+
+                def flush() -> None:
+                    nonlocal frames_done
+                    if not pending:
+                        return
+                    styled = stylizer(torch.stack(pending))
+                    for frame in styled:
+                        image = frame.permute(1, 2, 0).numpy()
+                        vf = av.VideoFrame.from_ndarray(image, format="rgb24")
+                        if vf.width != out_video.width or vf.height != out_video.height:
+                            vf = vf.reformat(width=out_video.width, height=out_video.height)
+                        for packet in out_video.encode(vf):
+                            dst.mux(packet)
+                    frames_done += len(pending)
+                    pending.clear()
+                    if progress:
+                        progress(frames_done, frames_done / max(time.perf_counter() - start, 1e-9))
+
+                streams = [video] + ([audio] if audio is not None else [])
+                for packet in src.demux(*streams):
+                    if audio is not None and packet.stream is audio:
+                        if packet.dts is None:
+                            continue
+                        packet.stream = out_audio
+                        dst.mux(packet)
+                        continue
+                    for frame in packet.decode():
+                        pending.append(torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1))
+                        if len(pending) == batch:
+                            flush()
+                flush()
+                for packet in out_video.encode():
+                    dst.mux(packet)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    seconds = time.perf_counter() - start
+    return {"input": str(source), "output": str(target), "frames": frames_done, "seconds": seconds,
+            "frames_per_second": frames_done / max(seconds, 1e-9), "width": width, "height": height,
+            "frame_rate": float(rate), "audio": audio is not None}
+
+
+def _container_format(target: Path) -> str | None:
+    return {".mkv": "matroska", ".m4v": "mp4"}.get(target.suffix.lower())
+
+
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def apply(model_path: str | Path, inputs: str | Path, out: str | Path, *, device: str = "auto",
+          threads: int | None = None, precision: str = "auto", batch: int = 8, progress: bool = True) -> dict:
+    """Stylize an image, a folder of images or a video with a trained style network (see the module)."""
+    from ..engine.device import configure_threads, resolve_execution, select_device
+    from .train import load_network
+
+    source, target = Path(inputs), Path(out)
+    if not source.exists():
+        raise UserError(f"--input {source} does not exist; pass an image, a folder of images or a video file")
+    used = configure_threads(threads)
+    dev = select_device(device)
+    execution = resolve_execution(dev, precision, "auto")
+    model, meta = load_network(model_path, dev)
+    stylizer = Stylizer(model, dev, execution.precision, execution.channels_last)
+    start = time.perf_counter()
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise UserError(f"folder {source} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        _writable_folder(target)
+        outputs = [str(stylize_image(stylizer, f, target / f"{f.stem}.png")) for f in files]
+        record = {"outputs": outputs, "images": len(outputs)}
+    elif is_video(source):
+        if target.suffix.lower() not in VIDEO_CODECS:
+            raise UserError(f"--out {target} must be a video file name ending in one of "
+                            f"{', '.join(sorted(VIDEO_CODECS))}")
+        _writable_folder(target.parent)
+        report = _frame_printer() if progress else None
+        record = stylize_video(stylizer, source, target, batch=batch, progress=report)
+    else:
+        if target.suffix.lower() != ".png":
+            target = target / f"{source.stem}.png" if target.is_dir() or not target.suffix else target.with_suffix(".png")
+        _writable_folder(target.parent)
+        record = {"outputs": [str(stylize_image(stylizer, source, target))], "images": 1}
+    return {**record, "model": str(model_path), "style": meta.get("style"), "seconds": time.perf_counter() - start,
+            "precision": execution.precision, "channels_last": execution.channels_last, "threads": used,
+            "cpu_class": execution.cpu_class, "device": str(dev)}
+
+
+def _writable_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"output folder {folder} is not writable ({exc.strerror}); choose another --out") from None
+
+
+def _frame_printer() -> Callable[[int, float], None]:
+    """A tqdm bar of frames with frames/s."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(unit="frame", desc="stylizing", leave=True)
+
+    def report(done: int, rate: float) -> None:
+        bar.update(done - bar.n)
+        bar.set_postfix(fps=f"{rate:.1f}", refresh=False)
+
+    return report
+
+
+__all__ = ["Stylizer", "apply", "stylize_image", "stylize_video", "to_uint8"]

@@ -1,0 +1,302 @@
+"""Fast style transfer (Johnson et al., ECCV 2016): a transform network trained for one style on a folder of
+content photos, with the same content, style and total-variation losses as the optimization method.
+
+It trains in cnnlab's one training loop (engine/loop.py) with a pluggable objective instead of cross-entropy:
+the loss network compares each output with its own input (content) and with the painting (style). The run
+directory is a training run's: metrics.csv, checkpoint.pt after every epoch (resumable, same result),
+best.safetensors (the latest epoch's network, with what rebuilds it in its metadata), and a preview of
+fixed photos after every epoch (preview-epoch-N.png) and every `preview_every` steps, collected at the end
+into evolution.png: how the output changes over training, as the course showed it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .. import runs
+from ..config import OptimConfig, ScheduleConfig
+from ..data.images import IMAGE_SUFFIXES, read_image
+from ..engine import Callback, Trainer
+from ..engine.callbacks import EpochPrinter, ProgressBar, RunRecorder
+from ..engine.optim import LrSchedule, build_optimizer
+from ..errors import UserError
+from . import lossnet
+from .optimize import StyleObjective, resize_longest
+from .transformer import TransformNet
+
+SETTINGS = "style.json"
+KIND = "style_network"
+
+
+@dataclass
+class StyleTrainSettings:
+    """Everything that defines one style network's training (saved as style.json in the run directory)."""
+
+    style: str = ""
+    content_dir: str = ""
+    image_size: int = 256
+    """Side of the square crops of the content photos the network trains on."""
+    style_size: int = 256
+    """Longest side the painting is resized to for its Gram matrices (its brush strokes' scale)."""
+    batch_size: int = 4
+    epochs: float = 2.0
+    iterations: int = 0
+    """When set, train this many steps instead of `epochs`."""
+    lr: float = 1e-3
+    content_weight: float = 1.0
+    style_weight: float = 10.0
+    tv_weight: float = 10.0
+    width: int = 32
+    residual_blocks: int = 5
+    loss_net: str = ""
+    """Default: vgg19 where its weights are available, else efficientnet_lite0 (see lossnet.py)."""
+    loss_net_weights: str | None = None
+    preview_every: int = 0
+    """Also write a preview every N steps (0: after every epoch only)."""
+    preview_images: int = 4
+    limit_images: int = 0
+    """Train on the first N photos only (0: all)."""
+    seed: int = 0
+    precision: str = "auto"
+
+
+def content_files(folder: str | Path) -> list[Path]:
+    """Every image file under `folder` (any depth: a dataset's class folders or splits work), sorted."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise UserError(f"--content-dir {root} is not a folder; pass a folder of photos")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UserError(f"--content-dir {root} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
+
+
+def load_photos(files: list[Path], size: int, cache_dir: Path | None) -> torch.Tensor:
+    """uint8 [N, 3, size, size] center crops of the photos, decoded once and cached (keyed by the files'
+    paths, sizes and modification times, and the size)."""
+    from safetensors.torch import load_file
+    from safetensors.torch import save as to_bytes
+
+    from ..data.folders import decode
+
+    key = hashlib.sha256(json.dumps([[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files] + [size])
+                         .encode()).hexdigest()[:20]
+    path = cache_dir / f"style-photos-{key}.safetensors" if cache_dir else None
+    if path is not None and path.is_file():
+        try:
+            return load_file(str(path))["photos"]
+        except Exception:  # damaged: decode again
+            pass
+    photos = torch.stack([decode(f, size, size) for f in files])
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        runs.atomic_write_bytes(path, to_bytes({"photos": photos.contiguous()}))
+    return photos
+
+
+class PhotoBatches:
+    """Shuffled batches of the photos as floats in [0, 1], randomly flipped; seeded per epoch so that a resumed
+    run draws the same batches. The labels are placeholders (the style objective does not use them)."""
+
+    def __init__(self, photos: torch.Tensor, batch_size: int, seed: int, device: torch.device):
+        self.photos, self.batch_size, self.seed, self.device = photos, batch_size, seed, device
+        self.labels = torch.zeros(len(photos), dtype=torch.long)
+
+    def __len__(self) -> int:
+        return max(1, len(self.photos) // self.batch_size)
+
+    def epoch(self, epoch: int, max_batches: int | None = None):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self.photos), generator=g)
+        flips = torch.rand(len(self.photos), generator=g) < 0.5
+        for i in range(min(len(self), max_batches or len(self))):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            x = self.photos[idx].float() / 255
+            x = torch.where(flips[idx].view(-1, 1, 1, 1), x.flip(-1), x)
+            yield x.to(self.device), self.labels[idx].to(self.device)
+
+
+class PerceptualObjective:
+    """The engine's objective: content (output vs its input), style (output vs the painting), TV."""
+
+    def __init__(self, objective: StyleObjective):
+        self.objective = objective
+
+    def __call__(self, outputs: torch.Tensor, inputs: torch.Tensor, _labels: torch.Tensor) -> torch.Tensor:
+        targets = self.objective.content_targets(inputs)
+        return self.objective(outputs, targets)["total_loss"]
+
+
+class Previews(Callback):
+    """Stylizes fixed photos after every epoch (and every `every` steps): preview-*.png for each, and
+    evolution.png (the first photos through every preview so far, one row per preview). The previews'
+    images are kept in previews.safetensors, so a resumed run's evolution still starts at the beginning. It runs
+    before the checkpoint is written: a crash between the two repeats that epoch and rewrites its preview."""
+
+    FILE = "previews.safetensors"
+
+    def __init__(self, run: runs.RunDir, photos: torch.Tensor, every: int, device: torch.device):
+        from safetensors.torch import load_file
+
+        self.run, self.photos, self.every, self.device = run, photos.float() / 255, every, device
+        self.kept: dict[str, torch.Tensor] = {}
+        if run.exists(self.FILE):
+            self.kept = dict(load_file(str(run / self.FILE)))
+
+    def _write(self, trainer: Trainer, label: str) -> None:
+        from safetensors.torch import save as to_bytes
+
+        from ..report.plots import image_grid
+
+        model = trainer.model
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            out = model(self.photos.to(self.device)).float().clamp(0, 1).cpu()
+        model.train(was_training)
+        image_grid([list(self.photos), list(out)], [["photo"] * len(out), [label] * len(out)],
+                   self.run / f"preview-{label.replace(' ', '-')}.png", title=label)
+        key = f"{trainer.schedule.step_count:09d} {label}"  # sorts by step
+        self.kept[key] = (out[: 2] * 255).round().to(torch.uint8).contiguous()
+        runs.atomic_write_bytes(self.run / self.FILE, to_bytes(self.kept))
+        keys = sorted(self.kept)
+        rows = [[self.photos[i] for i in range(min(2, len(self.photos)))]] + \
+            [[t.float() / 255 for t in self.kept[k]] for k in keys]
+        labels = [["photo"] * len(rows[0])] + [[k.split(" ", 1)[1]] * len(rows[0]) for k in keys]
+        image_grid(rows, labels, self.run / "evolution.png", title="the style network over training", tile_inches=2.0)
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        step = trainer.schedule.step_count
+        if self.every and step % self.every == 0 and step % trainer.schedule.steps_per_epoch:
+            self._write(trainer, f"step {step}")
+
+    def on_epoch_end(self, trainer: Trainer, row: dict) -> None:
+        self._write(trainer, f"epoch {row['epoch']}")
+
+
+def train(settings: StyleTrainSettings, out: str | Path, *, resume: bool = False, device: str = "auto",
+          threads: int | None = None, cache_dir: str | None = None, progress: bool = True,
+          callbacks: Sequence[Callback] = ()) -> dict:
+    """Train a style network (see the module docstring); `resume` continues the run in `out` (the result
+    equals an uninterrupted run's). Extra `callbacks` see every epoch (tests use them to interrupt)."""
+    from ..engine.device import configure_threads, resolve_execution, select_device
+
+    run = runs.RunDir(out)
+    if resume:
+        if not run.exists(SETTINGS) or not run.exists(runs.CHECKPOINT):
+            raise UserError(f"cannot resume {run}: it holds no style training checkpoint ({SETTINGS}, "
+                            f"{runs.CHECKPOINT})")
+        settings = StyleTrainSettings(**run.read_json(SETTINGS))
+    elif run.exists(runs.CHECKPOINT) or run.exists(runs.SUMMARY):
+        raise UserError(f"{run} already holds a run; continue it with --resume or choose another --out")
+    s = settings
+    _check(s)
+    style_image = read_image(s.style)
+    files = content_files(s.content_dir)
+    if s.limit_images:
+        files = files[: s.limit_images]
+    used = configure_threads(threads)
+    dev = select_device(device)
+    execution = resolve_execution(dev, s.precision, False)
+    net = lossnet.build(s.loss_net or None, s.loss_net_weights).to(dev)
+    s.loss_net = net.name
+    run.create()
+    run.write_json(SETTINGS, asdict(s))
+    start = time.perf_counter()
+    photos = load_photos(files, s.image_size, _cache_dir(cache_dir))
+    batches = PhotoBatches(photos, min(s.batch_size, len(photos)), s.seed, dev)
+    steps_total = s.iterations or int(math.ceil(s.epochs * len(batches)))
+    epoch_steps = [len(batches)] * (steps_total // len(batches)) + \
+        ([steps_total % len(batches)] if steps_total % len(batches) else [])
+
+    torch.manual_seed(s.seed)
+    model = TransformNet(s.width, s.residual_blocks).to(dev)
+    style_x = resize_longest(style_image, s.style_size).to(dev)
+    from ..engine.device import autocast
+
+    with autocast(dev, execution.precision):
+        objective = StyleObjective(net, [style_x], [1.0], s.content_weight, s.style_weight, s.tv_weight)
+    optimizer = build_optimizer(model, OptimConfig(name="adam", lr=s.lr), execution.precision)
+    schedule = LrSchedule(optimizer, ScheduleConfig(name="constant"), steps_per_epoch=len(batches),
+                          total_steps=steps_total)
+    meta = {"kind": KIND, "arguments": json.dumps(model.arguments()), "style": Path(s.style).name,
+            "loss_net": net.name, "image_size": str(s.image_size)}
+    recorder = RunRecorder(run, False, meta, {})
+    previews = Previews(run, photos[: s.preview_images], s.preview_every, dev)
+    trainer = Trainer(model, optimizer, schedule, device=dev, precision=execution.precision,
+                      objective=PerceptualObjective(objective),
+                      callbacks=[previews, recorder, EpochPrinter(), *callbacks])  # previews first: see Previews
+    if resume:
+        checkpoint = run.load_checkpoint(dev)
+        trainer.load_state_dict(checkpoint)
+        recorder.restore(checkpoint)
+        print(f"resuming {run} after epoch {trainer.state.epoch}", flush=True)
+    print(f"training a style network ({sum(p.numel() for p in model.parameters()):,} parameters) for "
+          f"{Path(s.style).name} on {len(photos)} photos at {s.image_size} px, {steps_total} steps of "
+          f"{batches.batch_size}, loss network {net.name}, {execution.describe()} -> {run}", flush=True)
+    state = trainer.fit(batches, None, epoch_steps, ProgressBar if progress else None)
+    history = state.history
+    summary = {"kind": KIND, "style": s.style, "photos": len(photos), "steps": trainer.schedule.step_count,
+               "epochs": state.epoch, "first_epoch_loss": history[0]["train_loss"] if history else None,
+               "final_loss": history[-1]["train_loss"] if history else None, "train_seconds": state.train_seconds,
+               "total_seconds": time.perf_counter() - start, "loss_net": net.name, "settings": asdict(s),
+               "precision": execution.precision, "cpu_class": execution.cpu_class, "device": str(dev),
+               "threads": used, "weights": str(run / runs.BEST)}
+    run.write_json(runs.ENVIRONMENT, runs.environment(used, dev, execution=execution.record()))
+    run.write_json(runs.SUMMARY, summary)
+    return summary
+
+
+def _cache_dir(cache_dir: str | None) -> Path:
+    from ..config import DataConfig
+    from ..data.folders import cache_root
+
+    return cache_root(DataConfig(cache_dir=cache_dir))
+
+
+def _check(s: StyleTrainSettings) -> None:
+    for name in ("image_size", "style_size", "batch_size", "width", "residual_blocks"):
+        if getattr(s, name) < 1:
+            raise UserError(f"style training setting {name} must be 1 or more, got {getattr(s, name)}")
+    if s.iterations < 0 or s.epochs <= 0 or s.lr <= 0:
+        raise UserError("--iterations must be 0 or more, --epochs and --lr more than 0")
+    for name in ("content_weight", "style_weight", "tv_weight"):
+        value = getattr(s, name)
+        if not value >= 0:  # NaN too
+            raise UserError(f"--{name.replace('_', '-')} must be 0 or more, got {value}")
+
+
+def load_network(path: str | Path, device: torch.device | str = "cpu") -> tuple[TransformNet, dict[str, str]]:
+    """A trained style network from its run directory or its .safetensors file (never a pickle)."""
+    from safetensors import SafetensorError
+
+    path = Path(path)
+    file = path / runs.BEST if path.is_dir() else path
+    if not file.is_file():
+        raise UserError(f"--model {path} is neither a style training run directory nor a .safetensors file")
+    try:
+        holder = runs.RunDir(file.parent)
+        meta = holder.weights_metadata(file.name)
+        state = holder.load_weights(file.name)
+    except (SafetensorError, UserError, OSError, ValueError):
+        raise UserError(f"--model {file} is not a style network (not a safetensors file cnnlab wrote)") from None
+    if meta.get("kind") != KIND:
+        raise UserError(f"--model {file} is not a style network (it holds a {meta.get('kind', 'classifier')}); "
+                        f"train one with cnnlab stylize train")
+    model = TransformNet(**json.loads(meta["arguments"]))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:
+        raise UserError(f"--model {file}: its weights do not fit the network its metadata describes") from None
+    return model.eval().to(device), meta
+
+
+__all__ = ["StyleTrainSettings", "train", "load_network", "content_files"]

@@ -1,0 +1,322 @@
+"""Neural style transfer: the losses against hand-computed values, the loss network, optimization, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from cnnlab import style
+from cnnlab.data.images import read_image
+from cnnlab.errors import UserError
+from cnnlab.style import losses, lossnet
+from cnnlab.style.optimize import OptimizeSettings, keep_content_colors, resize_longest, stylize
+from conftest import SHARED_DATA
+
+PHOTOS, STYLES = SHARED_DATA / "images" / "photos", SHARED_DATA / "images" / "styles"
+
+
+@pytest.fixture(scope="module")
+def lite0() -> lossnet.LossNetwork:
+    return lossnet.build("efficientnet_lite0")
+
+
+def test_gram_matrix_by_hand():
+    f = torch.tensor([[[[1.0, 2.0], [0.0, 1.0]], [[3.0, 0.0], [1.0, -1.0]]]])  # [1, C=2, H=2, W=2]
+    # rows of F: a = (1, 2, 0, 1), b = (3, 0, 1, -1); a·a = 6, a·b = 2, b·b = 11; divided by C·H·W = 8
+    expected = torch.tensor([[[6.0, 2.0], [2.0, 11.0]]]) / 8
+    assert torch.allclose(losses.gram_matrix(f), expected)
+
+
+def test_total_variation_by_hand():
+    x = torch.tensor([[[[0.0, 1.0], [2.0, 4.0]]]])
+    # vertical differences 2, 3 -> mean of squares 6.5; horizontal 1, 2 -> 2.5
+    assert losses.total_variation(x).item() == pytest.approx(9.0)
+    assert losses.total_variation(torch.ones(1, 3, 5, 5)).item() == 0.0
+
+
+def test_softmax_smoothing_and_relative_terms():
+    flat = torch.full((1, 3, 4, 4), 7.0)
+    assert torch.allclose(losses.softmax_smoothing(flat), torch.ones_like(flat))
+    peaky = torch.zeros(1, 1, 2, 2)
+    peaky[0, 0, 0, 0] = 100.0
+    smoothed = losses.softmax_smoothing(peaky)
+    assert smoothed.sum().item() == pytest.approx(4.0) and smoothed[0, 0, 0, 0] > 3.9
+    t = torch.randn(1, 4, 4)
+    assert losses.relative_mse(t, t).item() == 0.0
+    assert losses.relative_mse(torch.zeros_like(t), t).item() == pytest.approx(1.0)
+    assert losses.relative_mse(3 * t, t).item() == pytest.approx(4.0)
+
+
+def test_style_mix_is_the_weighted_mean_of_grams():
+    a, b = {"l": torch.randn(1, 3, 4, 4)}, {"l": torch.randn(1, 3, 4, 4)}
+    mixed = losses.style_targets([a, b], [3.0, 1.0], smooth=False)["l"]
+    expected = 0.75 * losses.gram_matrix(a["l"]) + 0.25 * losses.gram_matrix(b["l"])
+    assert torch.allclose(mixed, expected, atol=1e-6)
+
+
+def test_vgg_layer_names_follow_the_papers():
+    from torchvision.models import vgg16, vgg19
+
+    names19 = lossnet.vgg_layer_names(vgg19(weights=None).features)
+    assert names19["relu1_1"] == "features.1" and names19["relu4_2"] == "features.22"
+    assert names19["relu5_1"] == "features.29" and names19["pool1"] == "features.4"
+    names16 = lossnet.vgg_layer_names(vgg16(weights=None).features)
+    assert names16["relu2_2"] == "features.8" and names16["relu4_3"] == "features.22"
+
+
+def test_loss_network_captures_its_layers_and_stops_after_the_deepest(lite0):
+    ran = []
+    hook = lite0.model._conv_head.register_forward_hook(lambda *a: ran.append(True))
+    try:
+        features = lite0(torch.rand(1, 3, 64, 64))
+    finally:
+        hook.remove()
+    assert set(features) == set(lite0.content_layers) | set(lite0.style_weights)
+    assert not ran, "the layers after the deepest requested one must not run"
+    assert features["_blocks.0"].shape[-1] == 32 and lite0.choice.relative and not lite0.choice.smooth
+    with pytest.raises(UserError, match="has no layer 'nope'"):
+        lossnet.build("efficientnet_lite0", content_layers=["nope"])
+
+
+def test_default_loss_net_is_one_that_works_offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty torch cache: no VGG weights at hand
+    monkeypatch.delenv("CNNLAB_STYLE_LOSS_NET", raising=False)
+    assert lossnet.default_loss_net() == "efficientnet_lite0"
+    fake = tmp_path / "hub" / "checkpoints" / lossnet.VGG_WEIGHT_FILES["vgg19"]
+    fake.parent.mkdir(parents=True)
+    fake.write_bytes(b"")
+    assert lossnet.default_loss_net() == "vgg19"
+
+
+def _photo(size: int = 96) -> torch.Tensor:
+    return resize_longest(read_image(PHOTOS / "chelsea.png"), size)[0]
+
+
+def test_optimize_from_noise_lowers_content_and_style_loss(lite0):
+    s = OptimizeSettings(size=64, iterations=25, init="noise", style_weight=10.0, tv_weight=0.0)
+    result = stylize(lite0, _photo(), [read_image(STYLES / "starry_night.jpg")], s)
+    assert result.final["content_loss"] < 0.7 * result.initial["content_loss"]
+    assert result.final["style_loss"] < 0.7 * result.initial["style_loss"]
+    assert len(result.history) == 25
+
+
+def test_optimize_moves_away_from_the_content_unless_content_dominates(lite0):
+    content = _photo(64)
+    painting = [read_image(STYLES / "the_scream.jpg")]
+    styled = stylize(lite0, content, painting, OptimizeSettings(size=64, iterations=20, style_weight=10.0))
+    kept = stylize(lite0, content, painting, OptimizeSettings(size=64, iterations=20, style_weight=10.0,
+                                                              content_weight=1e4))
+    base = resize_longest(content, 64)
+    moved, stayed = (styled.image - base).abs().mean().item(), (kept.image - base).abs().mean().item()
+    assert moved > 0.02, "the stylized image must differ measurably from the photo"
+    assert stayed < moved / 3 and stayed < 0.02, "a huge content weight keeps the photo"
+    assert styled.final["style_loss"] < styled.initial["style_loss"]
+
+
+def test_preserve_colors_keeps_the_photos_chrominance():
+    from cnnlab.style.optimize import rgb_to_ycbcr
+
+    content, stylized = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
+    out = keep_content_colors(stylized, content)
+    y_out, y_styl, y_cont = rgb_to_ycbcr(out), rgb_to_ycbcr(stylized), rgb_to_ycbcr(content)
+    inside = (out > 0.001).all(1) & (out < 0.999).all(1)  # pixels the [0, 1] clamp did not touch
+    assert torch.allclose(y_out[:, 0][inside], y_styl[:, 0][inside], atol=1e-4)
+    assert torch.allclose(y_out[:, 1:].permute(1, 0, 2, 3)[:, inside], y_cont[:, 1:].permute(1, 0, 2, 3)[:, inside],
+                          atol=1e-4)
+
+
+def test_style_weights_must_match_the_styles(lite0, tmp_path):
+    s = OptimizeSettings(size=32, iterations=1, style_mix=[0.7, 0.3])
+    with pytest.raises(UserError, match="2 values for 1 --style images"):
+        style.optimize(PHOTOS / "chelsea.png", [STYLES / "starry_night.jpg"], tmp_path / "o", s,
+                       loss_net="efficientnet_lite0", progress=False)
+    assert not (tmp_path / "o").exists(), "nothing is written before the inputs are checked"
+
+
+def test_size_beyond_memory_is_refused_with_the_maximum():
+    limit = style.max_size("vgg19", torch.device("cpu"))
+    with pytest.raises(UserError, match=f"maximum here is about {limit} px"):
+        style.check_size(limit + 1, "vgg19", torch.device("cpu"))
+    style.check_size(256, "vgg19", torch.device("cpu"))
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "cnnlab", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def test_cli_optimize_writes_the_image_and_the_summary_interface(tmp_path):
+    out = tmp_path / "st"
+    proc = _cli("stylize", "optimize", "--content", PHOTOS / "chelsea.png", "--style", STYLES / "great_wave.jpg",
+                "--style", STYLES / "starry_night.jpg", "--style-weights", "0.7,0.3", "--size", 64,
+                "--iterations", 8, "--loss-net", "efficientnet_lite0", "--snapshot-every", 4,
+                "--content-weights", "0.5,50", "--no-progress", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("initial", "final"):
+        assert set(summary[key]) >= {"content_loss", "style_loss", "total_loss"}
+    assert summary["settings"]["style_mix"] == [0.7, 0.3] and len(summary["runs"]) == 2
+    image = read_image(out / "stylized.png")
+    assert max(image.shape[1:]) == 64
+    for name in ("evolution.png", "content-weights.png", "stylized-cw0.5.png", "stylized-cw50.png", "losses.csv"):
+        assert (out / name).is_file(), name
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--style", "STYLES/nothing.jpg"], "does not exist"),
+    (["--style", "PHOTOS/COPYRIGHT"], "is not an image file"),
+    (["--style", "STYLES/the_scream.jpg", "--style-weights", "1,2"], "2 values for 1 --style images"),
+    (["--style", "STYLES/the_scream.jpg", "--style-weights", "a,b"], "must be numbers"),
+    (["--style", "STYLES/the_scream.jpg", "--loss-net", "cnn4"], "is not an ImageNet model"),
+])
+def test_cli_optimize_bad_input_is_one_line(tmp_path, args, message):
+    args = [a.replace("STYLES", str(STYLES)).replace("PHOTOS", str(PHOTOS)) for a in args]
+    proc = _cli("stylize", "optimize", "--content", PHOTOS / "chelsea.png", *args, "--size", 32, "--iterations", 1,
+                "--out", tmp_path / "o")
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------------------------- fast style networks
+
+SCENES = SHARED_DATA / "scenes6"
+
+
+def _settings(**kw) -> style.StyleTrainSettings:
+    base = dict(style=str(STYLES / "starry_night.jpg"), content_dir=str(SCENES / "train"), image_size=64,
+                style_size=64, batch_size=4, epochs=2, width=8, residual_blocks=1, limit_images=24,
+                loss_net="efficientnet_lite0", preview_images=2, lr=3e-3)
+    return style.StyleTrainSettings(**{**base, **kw})
+
+
+def test_transform_net_keeps_any_size():
+    from cnnlab.style.transformer import TransformNet
+
+    net = TransformNet(width=8, residual_blocks=1)
+    for h, w in ((64, 64), (37, 50)):
+        assert net(torch.rand(2, 3, h, w)).shape == (2, 3, h, w)
+
+
+def test_short_training_lowers_the_loss_and_resumes_to_the_same_network(tmp_path):
+    from cnnlab.engine import Callback
+
+    full = style.train(_settings(epochs=3), tmp_path / "full", cache_dir=str(tmp_path / "cache"), progress=False)
+    assert full["final_loss"] < 0.9 * full["first_epoch_loss"]
+    for name in ("best.safetensors", "checkpoint.pt", "metrics.csv", "evolution.png", "preview-epoch-1.png",
+                 "summary.json", "style.json"):
+        assert (tmp_path / "full" / name).is_file(), name
+
+    class StopAfterFirstEpoch(Callback):
+        def on_epoch_end(self, trainer, row):
+            if row["epoch"] == 1:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        style.train(_settings(epochs=3), tmp_path / "cut", cache_dir=str(tmp_path / "cache"), progress=False,
+                    callbacks=[StopAfterFirstEpoch()])
+    resumed = style.train(style.StyleTrainSettings(), tmp_path / "cut", resume=True,
+                          cache_dir=str(tmp_path / "cache"), progress=False)
+    assert resumed["final_loss"] == full["final_loss"]
+    a, _ = style.load_network(tmp_path / "full")
+    b, _ = style.load_network(tmp_path / "cut")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("style") / "net"
+    style.train(_settings(epochs=1, limit_images=8), out, progress=False,
+                cache_dir=str(tmp_path_factory.mktemp("cache")))
+    return out
+
+
+def test_apply_is_deterministic_per_frame(trained, tmp_path):
+    first = style.apply(trained, PHOTOS / "coffee.png", tmp_path / "a.png", progress=False)
+    second = style.apply(trained, PHOTOS / "coffee.png", tmp_path / "b.png", progress=False)
+    a, b = read_image(first["outputs"][0]), read_image(second["outputs"][0])
+    assert torch.equal(a, b) and a.shape == read_image(PHOTOS / "coffee.png").shape
+
+
+def _make_video(path, frames: int = 12, size=(64, 48), fps: int = 12, audio: bool = True):
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libx264", rate=fps)
+        v.width, v.height, v.pix_fmt = size[0], size[1], "yuv420p"
+        a = out.add_stream("aac", rate=16000) if audio else None
+        for i in range(frames):
+            image = np.zeros((size[1], size[0], 3), dtype=np.uint8)
+            image[:, : (i + 1) * size[0] // frames] = (200, 80, 40)
+            for packet in v.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+        for packet in v.encode():
+            out.mux(packet)
+        if a is not None:
+            samples = frames * 16000 // fps
+            t = np.arange(samples) / 16000
+            wave = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+            frame = av.AudioFrame.from_ndarray(wave, format="fltp", layout="mono")
+            frame.sample_rate = 16000
+            for packet in a.encode(frame):
+                out.mux(packet)
+            for packet in a.encode():
+                out.mux(packet)
+
+
+def _probe(path):
+    import av
+
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        frames = sum(1 for _ in c.decode(video=0))
+        return frames, (v.codec_context.width, v.codec_context.height), float(v.average_rate), len(c.streams.audio)
+
+
+def test_video_round_trip_keeps_frames_size_rate_and_audio(trained, tmp_path):
+    clip = tmp_path / "clip.mp4"
+    _make_video(clip)
+    info = style.apply(trained, clip, tmp_path / "styled.mp4", batch=5, progress=False)
+    assert info["frames"] == 12 and info["audio"]
+    assert _probe(tmp_path / "styled.mp4") == (12, (64, 48), 12.0, 1) == _probe(clip)
+    assert not list(tmp_path.glob(".styled-*")), "no temporary file left behind"
+
+
+@pytest.mark.parametrize("case, message", [
+    ("classifier", "is not a style network"),
+    ("pickle", "is not a style network"),
+    ("no-video-stream", "has no video stream"),
+    ("bad-suffix", "must be a video file name"),
+])
+def test_apply_bad_input_is_one_line(trained, tmp_path, case, message):
+    from safetensors.torch import save_file
+
+    model, source, out = trained, tmp_path / "clip.mp4", tmp_path / "out.mp4"
+    _make_video(source, frames=3, audio=False)
+    if case == "classifier":
+        model = tmp_path / "classifier.safetensors"
+        save_file({"w": torch.zeros(2)}, str(model), metadata={"classes": "[]"})
+    elif case == "pickle":
+        model = tmp_path / "evil.safetensors"
+        model.write_bytes(b"\x80\x04cos\nsystem\n(S'touch pwned'\ntR.")
+    elif case == "no-video-stream":
+        import av
+        import numpy as np
+
+        source = tmp_path / "sound.mp4"
+        with av.open(str(source), "w") as c:
+            a = c.add_stream("aac", rate=16000)
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 16000), np.float32), format="fltp", layout="mono")
+            frame.sample_rate = 16000
+            for packet in [*a.encode(frame), *a.encode()]:
+                c.mux(packet)
+    elif case == "bad-suffix":
+        out = tmp_path / "out.txt"
+    proc = _cli("stylize", "apply", "--model", model, "--input", source, "--out", out, "--no-progress",
+                cwd=tmp_path)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "pwned").exists()

@@ -33,9 +33,6 @@ VARIANTS = {
     "batch-norm statistics kept": ["transfer.bn_statistics=frozen"],
     "statistics kept, head 3 epochs first at lr 3e-3, backbone at 1e-4":
         ["transfer.bn_statistics=frozen", "transfer.head_epochs=3", "optim.lr=0.003", "transfer.backbone_lr_factor=0.0333"],
-    "the same, last 40 parameterised layers only":
-        ["transfer.bn_statistics=frozen", "transfer.head_epochs=3", "optim.lr=0.003", "transfer.backbone_lr_factor=0.0333",
-         "transfer.trainable=40"],
     "statistics kept, lighter augmentation (crop scale 0.8, no jitter)":
         ["transfer.bn_statistics=frozen", "data.augment.crop_scale=0.8", "data.augment.color_jitter=0"],
 }

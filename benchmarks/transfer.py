@@ -5,9 +5,11 @@
 1. Feature extraction, images/s at 224 px, batch 32, for efficientnet_lite0 (real weights) and resnet50
    (random weights: only the time matters), in the same run, on the same images:
    - plain eager fp32: the model called on contiguous float tensors, as most tutorials do;
-   - cnnlab's path: transfer.features.extract (the run's precision, channels_last, no_grad);
+   - cnnlab's torch backend: transfer.features.Extractor (batch norms folded into the convolutions, the run's
+     precision, channels_last, no_grad; EfficientNet's symmetric same-padding done by the convolutions);
    - ONNX Runtime on the same network exported to ONNX (the usual reference for CPU inference; needs
-     `pip install onnxruntime`, the `bench` extra).
+     `pip install onnxruntime onnx`, the `bench` or `onnx` extra);
+   - cnnlab's auto backend, what `cnnlab features` uses: ONNX Runtime on the folded network where installed.
    Medians of --repeats passes over --images images; ratios against plain eager, same run.
 2. Seconds (whole `cnnlab` processes on ../shared/data/scenes6, 450 training + 180 validation photos):
    the softmax head on cached features, 10 fine-tuning epochs of efficientnet_lite0, and the cached second
@@ -31,7 +33,7 @@ import torch
 from _common import cpu_banner, median_time, save_result, table
 from cnnlab import models
 from cnnlab.engine.device import configure_threads, resolve_execution, tune_cpu_allocator
-from cnnlab.transfer.features import extract
+from cnnlab.transfer.features import Extractor, extraction_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENES = ROOT.parent / "shared" / "data" / "scenes6"
@@ -71,25 +73,34 @@ def extraction(args) -> str:
     execution = resolve_execution(torch.device("cpu"))
     images = torch.randint(0, 256, (args.images, 3, 224, 224), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(0))
+    cpu = torch.device("cpu")
+    auto = extraction_backend("auto", cpu, execution.precision)
     rows = []
     for name, kwargs in (("efficientnet_lite0", {}), ("resnet50", {"weights": "none"})):
         model = models.create(name, **kwargs).eval()
         pre = model.preprocess
         plain, _ = median_time(lambda: plain_eager(model, images, pre.mean, pre.std, args.batch), args.repeats)
-        ours, _ = median_time(lambda: extract(model, images, pre.mean, pre.std, torch.device("cpu"),
-                                              execution.precision, execution.channels_last, args.batch),
-                              args.repeats)
-        model.to(memory_format=torch.contiguous_format)
-        cases = [("plain eager fp32", plain), (f"cnnlab ({execution.precision}, channels_last)", ours)]
+        torch_path = Extractor(model, pre.mean, pre.std, cpu, execution.precision, execution.channels_last)
+        ours_torch, _ = median_time(lambda: torch_path(images, args.batch), args.repeats)
+        cases = [("plain eager fp32", plain),
+                 (f"cnnlab, torch backend ({execution.precision}, channels_last, BN folded)", ours_torch)]
+        onnx = None
         session = onnx_session(model, args.batch)
         if session is not None:
             onnx, _ = median_time(lambda: onnx_run(session, images, pre.mean, pre.std, args.batch), args.repeats)
-            cases.append(("ONNX Runtime (CPU provider)", onnx))
+            cases.append(("ONNX Runtime on the exported network (reference)", onnx))
+        ours = ours_torch
+        if auto == "onnxruntime":
+            onnx_file = Path(tempfile.mkdtemp()) / f"{name}.onnx"
+            ort_path = Extractor(model, pre.mean, pre.std, cpu, execution.precision, False, auto, onnx_file, images)
+            ours, _ = median_time(lambda: ort_path(images, args.batch), args.repeats)
+            cases.append(("cnnlab, auto backend (ONNX Runtime, BN folded)", ours))
         for label, seconds in cases:
             rows.append([name, label, f"{args.images / seconds:.1f}", f"{plain / seconds:.2f}x"])
             print(f"  {rows[-1]}", flush=True)
-        if session is not None:
-            rows.append([name, "cnnlab vs ONNX Runtime", "", f"{onnx / ours:.2f}x"])
+        if onnx is not None:
+            rows.append([name, "cnnlab torch backend vs ONNX Runtime", "", f"{onnx / ours_torch:.2f}x"])
+            rows.append([name, f"cnnlab auto backend ({auto}) vs ONNX Runtime", "", f"{onnx / ours:.2f}x"])
     return table(["backbone", "path", "images/s", "vs plain eager"], rows)
 
 

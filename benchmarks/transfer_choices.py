@@ -33,8 +33,9 @@ VARIANTS = {
     "batch-norm statistics kept": ["transfer.bn_statistics=frozen"],
     "statistics kept, head 3 epochs first at lr 3e-3, backbone at 1e-4":
         ["transfer.bn_statistics=frozen", "transfer.head_epochs=3", "optim.lr=0.003", "transfer.backbone_lr_factor=0.0333"],
-    "statistics kept, lighter augmentation (crop scale 0.8, no jitter)":
-        ["transfer.bn_statistics=frozen", "data.augment.crop_scale=0.8", "data.augment.color_jitter=0"],
+    "statistics kept, head from the features run, head at 3e-4, backbone at 1e-4":
+        ["transfer.bn_statistics=frozen", "transfer.head_epochs=0", "optim.lr=0.0003", "transfer.backbone_lr_factor=0.333",
+         "--head-from", "{features}"],
 }
 FEATURES = "features + softmax (reference)"
 
@@ -43,10 +44,12 @@ def carved(split_seed: int) -> list[str]:
     return ["data.ignore_splits=[val]", "data.val_fraction=0.2", f"data.split_seed={split_seed}"]
 
 
-def command(variant: str) -> list[str]:
+def command(variant: str, features_run: Path | None = None) -> list[str]:
+    """The cnnlab command of a variant; {features} stands for the features run on the same split and seed."""
     if variant == FEATURES:
         return ["features", "--data", str(SCENES)]
-    return ["finetune", "--data", str(SCENES), *EPOCHS, *VARIANTS[variant]]
+    return ["finetune", "--data", str(SCENES), *EPOCHS,
+            *[str(features_run) if a == "{features}" else a for a in VARIANTS[variant]]]
 
 
 def mean_std(values: list[float]) -> str:
@@ -57,7 +60,8 @@ def mean_std(values: list[float]) -> str:
 def choices(args, cache: list[str]) -> tuple[str, str]:
     rows, scores = [], {}
     for i, variant in enumerate([FEATURES, *VARIANTS]):
-        runs = [cnnlab_process(f"choice{i}-split{s}", [*command(variant), *carved(s), *cache], args.out)
+        runs = [cnnlab_process(f"choice{i}-split{s}", [*command(variant, Path(args.out) / f"choice0-split{s}"),
+                                                         *carved(s), *cache], args.out)
                 for s in args.split_seeds]
         accs = [r["val_accuracy"] for r in runs]
         scores[variant] = statistics.mean(accs)
@@ -72,7 +76,8 @@ def choices(args, cache: list[str]) -> tuple[str, str]:
 def final(args, variant: str, cache: list[str]) -> str:
     rows = []
     for label, name in ((FEATURES, "features"), (variant, "finetune")):
-        runs = [cnnlab_process(f"final-{name}-seed{s}", [*command(label), "--seed", str(s), *cache], args.out)
+        runs = [cnnlab_process(f"final-{name}-seed{s}", [*command(label, Path(args.out) / f"final-features-seed{s}"),
+                                                        "--seed", str(s), *cache], args.out)
                 for s in args.seeds]
         rows.append([label, mean_std([r["val_accuracy"] for r in runs]),
                      " / ".join(f"{100 * r['val_accuracy']:.1f}" for r in runs),

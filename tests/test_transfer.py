@@ -227,7 +227,7 @@ def test_features_run_extracts_once_and_trains_a_softmax_classifier(tmp_path):
     root = imagefolder(tmp_path / "d")
     common = ["--data", root, "--epochs", "20", "--no-progress", "--cache-dir", tmp_path / "cache",
               "--val-fraction", "0.25"]
-    proc = cnnlab("features", *common, "--out", tmp_path / "f1")
+    proc = cnnlab("features", *common, "--out", tmp_path / "f1", cwd=tmp_path)  # the preset found from anywhere
     assert proc.returncode == 0, proc.stderr
     first = json.loads((tmp_path / "f1" / "summary.json").read_text())
     assert first["kind"] == "features" and first["feature_cache"] == "miss" and first["decoded_images"] == 24
@@ -319,3 +319,81 @@ def test_bad_transfer_requests_are_one_line_errors(tmp_path):
     proc = cnnlab("finetune", "--data", SCENES, "--trainable-layers", "_blocks.99", "--out", tmp_path / "r",
                   "--cache-dir", tmp_path / "cache", "--epochs", "1")
     assert_one_line_error(proc, "neither a number, 'all', 'head' nor a block")
+
+
+# ------------------------------------------------------------------------------------------- fast extraction
+
+
+@pytest.mark.parametrize("name, kwargs", [("efficientnet_lite0", {}), ("resnet18", {"weights": "none"})])
+def test_folding_batch_norms_keeps_the_outputs(name, kwargs):
+    torch.manual_seed(0)
+    model = create(name, **kwargs).eval()
+    for m in model.modules():  # non-trivial statistics, so a wrong fold cannot pass
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    folded = surgery.fold_batch_norms(model)
+    kinds = {type(dict(folded.named_modules())[n.target]).__name__ for n in folded.graph.nodes
+             if n.op == "call_module"}
+    assert "BatchNorm2d" not in kinds  # every conv -> BN pair folded in these networks
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        expected = model(x)
+        error = (folded(x) - expected).abs().max() / expected.abs().max()
+    assert error < 1e-3  # float rounding only: a wrong fold is off by the whole statistics' effect
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()), "the original is untouched"
+
+
+def test_convolutions_pad_themselves_where_same_padding_is_symmetric():
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from cnnlab.models.backbones import native_same_padding
+
+    ours = create("efficientnet_lite0").eval()
+    theirs = EfficientNet.from_name("efficientnet-lite0").eval()
+    theirs.load_state_dict(ours.state_dict())
+    assert native_same_padding(theirs) == native_same_padding(ours) + 12  # ours: done at creation already
+    pristine = EfficientNet.from_name("efficientnet-lite0").eval()
+    pristine.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), pristine(x), atol=1e-5)
+
+
+def test_onnx_runtime_backend_gives_the_same_features_and_exports_once(tmp_path):
+    from cnnlab.transfer.features import Extractor, extraction_backend
+
+    model = create("efficientnet_lite0")
+    images = torch.randint(0, 256, (5, 3, 96, 96), dtype=torch.uint8)
+    pre = model.preprocess
+    cpu = torch.device("cpu")
+    assert extraction_backend("auto", cpu, "fp32") == "onnxruntime"  # installed with the dev extra
+    assert extraction_backend("auto", cpu, "bf16") == "torch" == extraction_backend("torch", cpu, "fp32")
+    onnx_file = tmp_path / "lite0.onnx"
+    reference = Extractor(model, pre.mean, pre.std, cpu, "fp32", True)(images, batch_size=2)
+    fast = Extractor(model, pre.mean, pre.std, cpu, "fp32", False, "onnxruntime", onnx_file, images)(images, 2)
+    assert fast.shape == reference.shape == (5, 1280)
+    assert torch.allclose(fast, reference, atol=1e-3, rtol=1e-3)
+    stamp = onnx_file.stat().st_mtime_ns
+    Extractor(model, pre.mean, pre.std, cpu, "fp32", False, "onnxruntime", onnx_file, images)
+    assert onnx_file.stat().st_mtime_ns == stamp  # exported once, reused
+
+
+def test_finetuning_can_start_from_a_features_runs_classifier(tmp_path):
+    root = imagefolder(tmp_path / "d", per_class=4)
+    common = ["--data", root, "--no-progress", "--cache-dir", tmp_path / "cache", "--val-fraction", "0.25"]
+    assert cnnlab("features", *common, "--epochs", "5", "--out", tmp_path / "f").returncode == 0
+    proc = cnnlab("finetune", *common, "--epochs", "1", "--head-from", tmp_path / "f", "--out", tmp_path / "ft",
+                  "--trainable-layers", "head", "--head-epochs", "0", "optim.lr=1e-12", "train.batch_size=6",
+                  "train.label_smoothing=0")
+    assert proc.returncode == 0, proc.stderr
+    start, tuned = load_file(tmp_path / "f" / "best.safetensors"), load_file(tmp_path / "ft" / "best.safetensors")
+    assert torch.allclose(tuned["_fc.weight"], start["weight"], atol=1e-6)  # began at the features run's head
+    assert torch.allclose(tuned["_fc.bias"], start["bias"], atol=1e-6)
+    proc = cnnlab("finetune", *common, "--epochs", "1", "--head-from", tmp_path / "ft", "--out", tmp_path / "x")
+    assert_one_line_error(proc, "is not a features run")
+    other = imagefolder(tmp_path / "d2", per_class=4)
+    (other / "red").rename(other / "rouge")
+    proc = cnnlab("finetune", "--data", other, "--epochs", "1", "--head-from", tmp_path / "f", "--out",
+                  tmp_path / "y", "--cache-dir", tmp_path / "cache")
+    assert_one_line_error(proc, "was trained on classes")

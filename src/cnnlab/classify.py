@@ -270,6 +270,8 @@ def prepared_model(cfg: Config, data: data_mod.ClassificationData, device: torch
         model = transfer.cut_source_run(cfg.transfer.from_run, len(data.classes), load_weights=load_source)
     else:
         model = build_model(cfg, data)
+        if cfg.transfer.head_from and load_source:
+            transfer.load_head(model, cfg, list(data.classes))
     if hasattr(model, "fit_to_data"):  # data-dependent init (e.g. the fast recipe's frozen whitening)
         model.fit_to_data(data.train_images, data.mean, data.std)
     if transfer.adapts_network(cfg):
@@ -288,8 +290,10 @@ def load_data(cfg: Config, session: Session) -> tuple[data_mod.ClassificationDat
         torch.manual_seed(cfg.train.seed)
         backbone = build_model(cfg, data)
         data, info = transfer_features.feature_data(data, backbone, cfg.model.name, cfg.data, session.device,
-                                                    session.execution.precision, session.execution.channels_last)
-        notes.update({"feature_cache": info["cache"], "feature_dimensions": info["dimensions"]})
+                                                    session.execution.precision, session.execution.channels_last,
+                                                    cfg.transfer.extract_backend)
+        notes.update({"feature_cache": info["cache"], "feature_dimensions": info["dimensions"],
+                      "feature_backend": info["backend"]})
         if distributed.is_main():
             print(f"features of {cfg.model.name}: {info['dimensions']} per image ({info['cache']} of the feature "
                   f"cache)", flush=True)

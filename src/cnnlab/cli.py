@@ -148,6 +148,8 @@ def _add_transfer_commands(sub) -> None:
             p.add_argument("--backbone-lr-factor", type=float, help="backbone lr = lr x this (default 0.1)")
             p.add_argument("--head-epochs", type=float, help="train the head alone first for this many epochs")
             p.add_argument("--early-stopping", type=int, metavar="P", help="stop after P epochs without progress")
+            p.add_argument("--head-from", metavar="RUN_DIR",
+                           help="start the classifier from a features run's (same backbone and classes)")
         p.add_argument("--config", metavar="FILE",
                        help=f"base config: a YAML file or a preset name (default {config[:-5]})")
         for flag, kind in (("--epochs", float), ("--lr", float), ("--batch-size", int), ("--seed", int),
@@ -234,6 +236,7 @@ TRANSFER_FLAGS = {"layout": "data.layout", "val_fraction": "data.val_fraction", 
                   "backbone": "model.name", "weights": "model.weights", "trainable_layers": "transfer.trainable",
                   "backbone_lr_factor": "transfer.backbone_lr_factor", "head_epochs": "transfer.head_epochs",
                   "early_stopping": "transfer.early_stopping", "from_run": "transfer.from_run",
+                  "head_from": "transfer.head_from",
                   "data_root": "data.root", "threads": "train.threads", "device": "train.device"}
 
 

@@ -226,6 +226,13 @@ class TransferConfig:
     are the run's weights either way."""
     features: bool = False
     """Extract the backbone's pooled features once (cached), then train only a softmax classifier on them."""
+    head_from: str | None = None
+    """Fine-tuning: start the new classifier from a features run's (same backbone and classes), so that the
+    fine-tuning begins where features + softmax ended instead of from a random head (cnnlab finetune
+    --head-from RUN_DIR)."""
+    extract_backend: str = "auto"
+    """Feature extraction (features runs): auto (ONNX Runtime where installed, on a CPU in fp32; else torch) |
+    torch | onnxruntime (see transfer/features.py)."""
     bn_statistics: str = "update"
     """Batch norm of the layers that train: update (running statistics follow the new data's batches) or
     frozen (kept as pretrained, scale and shift still learn; see models/surgery.py). Frozen layers' batch
@@ -269,6 +276,7 @@ VALID_CHOICES = {
     "schedule.monitor": ("val_loss", "val_accuracy"),
     "data.layout": ("auto", "imagefolder", "terrassa", "csv"),
     "transfer.bn_statistics": ("update", "frozen"),
+    "transfer.extract_backend": ("auto", "torch", "onnxruntime"),
 }
 
 # ----------------------------------------------------------------------------------------------- parsing

@@ -33,7 +33,7 @@ def is_transfer(cfg: Config) -> bool:
     """Whether the run adapts a trained network (rather than training one from its initialization)."""
     x = cfg.transfer
     return bool(x.from_run or x.features or x.trainable != "all" or x.head_epochs or x.backbone_lr_factor != 1.0
-                or x.bn_statistics != "update")
+                or x.bn_statistics != "update" or x.head_from)
 
 
 def adapts_network(cfg: Config) -> bool:
@@ -129,6 +129,30 @@ def cut_source_run(run_dir: str, num_classes: int, load_weights: bool = True) ->
         model.load_state_dict(run.load_weights(runs.BEST))
     surgery.replace_head(model, num_classes)
     return model
+
+
+def load_head(model: nn.Module, cfg: Config, classes: list[str]) -> None:
+    """Initialize the classifier from the features run cfg.transfer.head_from: same backbone, same classes in
+    the same order, so its softmax classifier fits the backbone's pooled features as they are."""
+    from .. import config as config_mod
+    from .. import runs
+
+    run_dir = cfg.transfer.head_from
+    run = runs.RunDir(run_dir)
+    if not run.exists(runs.CONFIG) or not run.exists(runs.BEST):
+        raise UserError(f"--head-from {run_dir} is not a finished cnnlab features run (it needs {runs.CONFIG} and "
+                        f"{runs.BEST}); pass the --out folder of a cnnlab features run")
+    source = config_mod.resolve(run / runs.CONFIG)
+    if not source.transfer.features:
+        raise UserError(f"--head-from {run_dir} is not a features run; train one with cnnlab features first")
+    if source.model.name != cfg.model.name:
+        raise UserError(f"--head-from {run_dir} used backbone {source.model.name}, this run {cfg.model.name}; "
+                        f"use a features run of the same backbone")
+    run_classes = json.loads(run.weights_metadata(runs.BEST)["classes"])
+    if run_classes != list(classes):
+        raise UserError(f"--head-from {run_dir} was trained on classes {', '.join(run_classes)}, this data has "
+                        f"{', '.join(classes)}; use a features run of the same dataset")
+    surgery.head(model).load_state_dict(run.load_weights(runs.BEST))
 
 
 def kind(cfg: Config) -> str:

@@ -20,8 +20,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The course CNN with a 2-minute budget, then its HTML report (the path is printed last).
 demo: $(STAMP)
-	$(BIN)/cnnlab train --config configs/demo.yaml
+	@run=runs/demo-$$(date +%Y%m%d-%H%M%S); \
+	$(BIN)/cnnlab train --config configs/demo.yaml --out $$run && \
+	$(BIN)/cnnlab report $$run -o $$run/report --title "make demo: the course CNN in 2 minutes"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

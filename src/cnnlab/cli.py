@@ -87,6 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--threads", type=int)
     pr.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
 
+    r = sub.add_parser("report", help="a self-contained HTML report of run directories (opens offline)")
+    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    r.add_argument("-o", "--out", metavar="OUT_DIR", required=True, help="where index.html and assets/ go")
+    r.add_argument("--title", default="cnnlab report")
+
+    w = sub.add_parser("serve", help="a local web app: runs and reports, classify and stylize uploads")
+    w.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    w.add_argument("--port", type=int, default=8000)
+    w.add_argument("--runs", metavar="DIR", default="runs", help="the run directories to browse (default runs)")
+    w.add_argument("--max-upload-mb", type=float, default=10.0, help="larger uploads get 413 (default 10)")
+    w.add_argument("--threads", type=int)
+
     c = sub.add_parser("compare", help="one table and plot over runs (CIFAR, transfer, features, finetune)")
     c.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     c.add_argument("--course", action="store_true", help="add the course's published transfer figures")
@@ -284,6 +296,32 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(record["image"])
         for p in record["predictions"]:
             print(f"  {100 * p['probability']:6.2f}%  {p['class_name']}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .engine.device import configure_threads
+
+    try:
+        import uvicorn
+
+        from .serve import create_app
+    except ImportError:
+        raise UserError("cnnlab serve needs the web extra: pip install 'cnnlab[serve]'") from None
+    if args.max_upload_mb <= 0 or not 0 < args.port < 65536:
+        raise UserError(f"--max-upload-mb must be more than 0 and --port in 1-65535, got {args.max_upload_mb} "
+                        f"and {args.port}")
+    configure_threads(args.threads)
+    print(f"cnnlab serve: http://{args.host}:{args.port} (runs: {args.runs})", flush=True)
+    uvicorn.run(create_app(args.runs, args.max_upload_mb), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report.html import write_report
+
+    index = write_report(args.run_dirs, args.out, title=args.title)
+    print(f"report: {index}")
     return 0
 
 
@@ -620,7 +658,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "ablate": cmd_ablate, "visualize": cmd_visualize,
             "models": cmd_models, "doctor": cmd_doctor, "transfer": cmd_transfer, "features": cmd_transfer,
             "finetune": cmd_transfer, "predict": cmd_predict, "compare": cmd_compare,
-            "stylize": cmd_stylize}
+            "stylize": cmd_stylize, "report": cmd_report, "serve": cmd_serve}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

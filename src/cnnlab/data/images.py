@@ -47,13 +47,24 @@ def _to_rgb_array(img) -> np.ndarray:
 
 def read_image(path: str | Path) -> torch.Tensor:
     """RGB uint8 tensor [3, H, W] of an image file (see the module docstring)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     path = Path(path)
     if not path.exists():
         raise UserError(f"image {path} does not exist; check the path")
     if path.is_dir():
         raise UserError(f"{path} is a folder; pass image files, or the folder where a folder is accepted")
+    return _decode(path, str(path))
+
+
+def decode_image(data: bytes, name: str = "the upload") -> torch.Tensor:
+    """RGB uint8 tensor [3, H, W] of an image file's bytes (an upload): accepted by content, whatever its name."""
+    import io
+
+    return _decode(io.BytesIO(data), name)
+
+
+def _decode(source, name: str) -> torch.Tensor:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     previous = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
@@ -61,17 +72,17 @@ def read_image(path: str | Path) -> torch.Tensor:
 
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(source) as img:
                 img = ImageOps.exif_transpose(img)
                 img.load()
                 arr = _to_rgb_array(img)
     except UnidentifiedImageError:
-        raise UserError(f"{path} is not an image file that can be read (JPEG, PNG, BMP, GIF, TIFF, WebP)") from None
+        raise UserError(f"{name} is not an image file that can be read (JPEG, PNG, BMP, GIF, TIFF, WebP)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UserError(f"{path} is too large to decode safely (over {MAX_PIXELS:,} pixels); resize it first") \
+        raise UserError(f"{name} is too large to decode safely (over {MAX_PIXELS:,} pixels); resize it first") \
             from None
     except OSError as exc:
-        raise UserError(f"cannot read image {path} ({exc}); the file may be truncated or damaged") from None
+        raise UserError(f"cannot read image {name} ({exc}); the file may be truncated or damaged") from None
     finally:
         Image.MAX_IMAGE_PIXELS = previous
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()

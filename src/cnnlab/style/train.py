@@ -281,7 +281,8 @@ def load_network(path: str | Path, device: torch.device | str = "cpu") -> tuple[
     path = Path(path)
     file = path / runs.BEST if path.is_dir() else path
     if not file.is_file():
-        raise UserError(f"--model {path} is neither a style training run directory nor a .safetensors file")
+        raise UserError(f"--model {path} is not a style network: neither a style training run directory nor a "
+                        f".safetensors file")
     try:
         holder = runs.RunDir(file.parent)
         meta = holder.weights_metadata(file.name)

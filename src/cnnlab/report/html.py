@@ -1,0 +1,195 @@
+"""`cnnlab report RUN_DIR... -o OUT_DIR`: a self-contained static HTML report of any cnnlab runs.
+
+Every run directory is read as it is (nothing is recomputed): classifier runs (CIFAR training, transfer,
+features, fine-tuning) give their summary, config, curves and confusion matrix; ablation folders their
+comparison table and plot, and each of their runs; style runs (optimize, style networks) their images and
+evolution; visualization folders their grids and heatmaps. Several classifier runs also get one comparison
+table and one plot of overlaid validation curves.
+
+OUT_DIR/index.html references only files inside OUT_DIR (pictures are copied to OUT_DIR/assets/): it opens
+offline, from a USB stick, with no CDN and no remote font. Templates are Jinja2 (report/templates/), with
+autoescaping, so a run name or config value cannot inject markup.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import runs
+from ..errors import UserError
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")
+# Pictures shown first, in this order, when a run has them; any other picture follows by name.
+KNOWN_PICTURES = ["curves.png", "confusion_matrix.png", "comparison.png", "stylized.png", "evolution.png",
+                  "content-weights.png"]
+
+
+@dataclass
+class RunView:
+    """What the report shows of one run directory."""
+
+    name: str
+    anchor: str
+    kind: str
+    path: str
+    metrics: list[tuple[str, str]] = field(default_factory=list)
+    pictures: list[tuple[str, str]] = field(default_factory=list)  # (caption, path relative to OUT_DIR)
+    config: str = ""
+    table: dict[str, Any] | None = None  # an ablation's comparison: {"headers": [...], "rows": [[...]]}
+    children: list[str] = field(default_factory=list)
+
+
+def _pct(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{100 * float(value):.2f} %"
+
+
+def _slug(text: str, taken: set[str]) -> str:
+    base = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-") or "run"
+    slug, i = base, 2
+    while slug in taken:
+        slug, i = f"{base}-{i}", i + 1
+    taken.add(slug)
+    return slug
+
+
+def _copy_pictures(folder: Path, out: Path, anchor: str) -> list[tuple[str, str]]:
+    """Copy the run's pictures into OUT/assets/<anchor>/ (known ones first); (caption, relative path)."""
+    found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    order = {name: i for i, name in enumerate(KNOWN_PICTURES)}
+    found.sort(key=lambda p: (order.get(p.name, len(order)), p.name))
+    target = out / "assets" / anchor
+    pictures = []
+    for picture in found:
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(picture, target / picture.name)
+        pictures.append((picture.stem.replace("_", " ").replace("-", " "), f"assets/{anchor}/{picture.name}"))
+    return pictures
+
+
+def _classifier_metrics(s: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = [("kind", s.get("kind", "train")), ("model", s.get("model", "")),
+            ("test accuracy", _pct(s.get("test_accuracy"))), ("best val accuracy", _pct(s.get("best_val_accuracy"))),
+            ("epochs", str(s.get("epochs", ""))), ("training minutes", f"{s.get('train_seconds', 0) / 60:.2f}"),
+            ("precision", str(s.get("precision", ""))), ("CPU class", str(s.get("cpu_class", ""))),
+            ("device", str(s.get("device", ""))), ("seed", str(s.get("seed", ""))),
+            ("parameters", f"{s['params']:,}" if isinstance(s.get("params"), int) else "")]
+    return [(k, v) for k, v in rows if v not in ("", "None")]
+
+
+def _style_metrics(s: dict[str, Any]) -> list[tuple[str, str]]:
+    if s.get("method") == "optimize":
+        i, f = s.get("initial", {}), s.get("final", {})
+        return [("method", "optimize (Gatys et al.)"), ("loss network", s.get("loss_net", {}).get("name", "")),
+                ("content loss", f"{i.get('content_loss', 0):.4f} → {f.get('content_loss', 0):.4f}"),
+                ("style loss", f"{i.get('style_loss', 0):.4f} → {f.get('style_loss', 0):.4f}"),
+                ("seconds", f"{s.get('seconds', 0):.1f}"), ("precision", str(s.get("precision", ""))),
+                ("CPU class", str(s.get("cpu_class", "")))]
+    return [("method", "fast style network (Johnson et al.)"), ("style", Path(str(s.get("style", ""))).name),
+            ("loss network", str(s.get("loss_net", ""))), ("steps", str(s.get("steps", ""))),
+            ("loss", f"{s.get('first_epoch_loss', 0):.4f} → {s.get('final_loss', 0):.4f}"),
+            ("training minutes", f"{s.get('train_seconds', 0) / 60:.2f}"), ("CPU class", str(s.get("cpu_class", "")))]
+
+
+def _read_comparison(folder: Path) -> dict[str, Any] | None:
+    import csv
+
+    path = folder / "comparison.csv"
+    if not path.is_file():
+        return None
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    return {"headers": rows[0], "rows": rows[1:]} if rows else None
+
+
+def describe(folder: Path, out: Path, taken: set[str], views: list[RunView], parent: RunView | None = None) -> None:
+    """Append the views of `folder` (and, for an ablation folder, of its runs) to `views`."""
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder; pass cnnlab run directories")
+    anchor = _slug(folder.name if parent is None else f"{parent.anchor}-{folder.name}", taken)
+    summary = runs.RunDir(folder).read_json(runs.SUMMARY) if (folder / runs.SUMMARY).is_file() else None
+    view = RunView(folder.name, anchor, "files", str(folder.resolve()))
+    is_style = summary is not None and (summary.get("kind") == "style_network" or "method" in summary)
+    if is_style:
+        view.kind = "style"
+        view.metrics = _style_metrics(summary)
+    elif summary is not None:
+        view.kind = summary.get("kind", "train")
+        view.metrics = _classifier_metrics(summary)
+    elif (folder / "comparison.csv").is_file():
+        view.kind = "ablation"
+    elif any(p.suffix == ".json" for p in folder.iterdir()):
+        view.kind = "visualization"
+    config = folder / runs.CONFIG
+    if config.is_file():
+        view.config = config.read_text()
+    elif (folder / "style.json").is_file():
+        view.config = json.dumps(json.loads((folder / "style.json").read_text()), indent=2)
+    view.table = _read_comparison(folder)
+    view.pictures = _copy_pictures(folder, out, anchor)
+    if view.kind == "files" and not view.pictures:
+        raise UserError(f"{folder} holds no cnnlab run (no {runs.SUMMARY}, comparison.csv or pictures); pass run "
+                        f"directories written by cnnlab")
+    views.append(view)
+    if view.kind == "ablation":
+        for child in sorted(p for p in folder.iterdir() if p.is_dir() and (p / runs.SUMMARY).is_file()):
+            before = len(views)
+            describe(child, out, taken, views, parent=view)
+            view.children += [v.anchor for v in views[before:]]
+
+
+def _comparison(views: list[RunView], folders: list[Path], out: Path) -> dict[str, Any] | None:
+    """One table and overlaid validation curves over the classifier runs, when there are two or more."""
+    from . import plots
+
+    classifiers = [(v, f) for v, f in zip(views, folders) if v.kind in ("train", "transfer", "features", "finetune")]
+    if len(classifiers) < 2:
+        return None
+    curves, rows = [], []
+    for view, folder in classifiers:
+        run = runs.RunDir(folder)
+        s = run.read_json(runs.SUMMARY)
+        curves.append((view.name, run.read_metrics()))
+        rows.append([view.name, view.anchor, s.get("kind", "train"), s.get("model", ""),
+                     _pct(s.get("best_val_accuracy")), _pct(s.get("test_accuracy")),
+                     f"{s.get('train_seconds', 0) / 60:.1f}"])
+    (out / "assets").mkdir(parents=True, exist_ok=True)
+    plots.comparison(curves, out / "assets" / "comparison-curves.png", title="validation accuracy by epoch")
+    return {"rows": rows, "picture": "assets/comparison-curves.png"}
+
+
+def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "cnnlab report") -> Path:
+    """Write OUT/index.html (and OUT/assets/) for the runs; return the index's path."""
+    import jinja2
+
+    if not run_dirs:
+        raise UserError("give at least one run directory")
+    target = runs.RunDir(out).create().path
+    folders = [Path(d) for d in run_dirs]
+    views: list[RunView] = []
+    taken: set[str] = set()
+    tops = []
+    for folder in folders:
+        if not folder.exists():
+            raise UserError(f"run directory {folder} does not exist; check the path")
+        tops.append(len(views))
+        describe(folder, target, taken, views)
+    top_views = [views[i] for i in tops]
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    html = env.get_template("report.html.j2").render(
+        title=title, generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), views=views,
+        tops=top_views, comparison=_comparison(top_views, folders, target))
+    index = target / "index.html"
+    runs.atomic_write_bytes(index, html.encode())
+    return index

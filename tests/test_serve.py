@@ -1,0 +1,117 @@
+"""`cnnlab serve`: the endpoints, the upload limits, content sniffing, path traversal, concurrency."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from fastapi.testclient import TestClient
+
+from cnnlab import style
+from cnnlab.serve import create_app
+from conftest import SHARED_DATA
+from test_report import _classifier_run
+
+PHOTOS = SHARED_DATA / "images" / "photos"
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    _classifier_run(root / "cnn4-a")
+    settings = style.StyleTrainSettings(style=str(SHARED_DATA / "images" / "styles" / "the_scream.jpg"),
+                                        content_dir=str(SHARED_DATA / "scenes6" / "train"), image_size=64,
+                                        style_size=64, batch_size=4, epochs=1, width=8, residual_blocks=1,
+                                        limit_images=8, loss_net="efficientnet_lite0", preview_images=1)
+    style.train(settings, root / "scream-net", progress=False, cache_dir=str(root.parent / "cache"))
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "secret.txt").write_text("not for the web")
+    os.symlink(outside, root / "escape")
+    return root
+
+
+@pytest.fixture(scope="module")
+def client(runs_dir):
+    with TestClient(create_app(runs_dir, max_upload_mb=1)) as c:
+        yield c
+
+
+def _photo(name="chelsea.png"):
+    return {"image": (name, (PHOTOS / name).read_bytes(), "application/octet-stream")}
+
+
+def test_health_and_page(client):
+    assert client.get("/healthz").status_code == 200
+    page = client.get("/")
+    assert page.status_code == 200 and "cnn4-a" in page.text and "scream-net" in page.text
+    runs = client.get("/api/runs").json()["runs"]
+    assert {r["name"] for r in runs} == {"cnn4-a", "scream-net"}
+
+
+def test_predict_top5_and_heatmap(client):
+    response = client.post("/api/predict", files=_photo())
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert len(data["predictions"]) == 5
+    assert set(data["predictions"][0]) == {"class_index", "class_name", "probability"}
+    assert "cat" in data["predictions"][0]["class_name"]
+    probabilities = [p["probability"] for p in data["predictions"]]
+    assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0001
+    heat = client.get(data["heatmap"])
+    assert heat.status_code == 200 and heat.headers["content-type"] == "image/png" and heat.content[:4] == b"\x89PNG"
+
+
+def test_images_are_accepted_by_content_not_name(client):
+    renamed = {"image": ("photo.txt", (PHOTOS / "coffee.png").read_bytes(), "text/plain")}
+    assert client.post("/api/predict", files=renamed).status_code == 200
+    fake = {"image": ("photo.jpg", b"just some text, not a JPEG", "image/jpeg")}
+    response = client.post("/api/predict", files=fake)
+    assert response.status_code == 415 and "not an image file" in response.json()["error"]
+
+
+def test_uploads_over_the_limit_get_413(client):
+    big = {"image": ("big.png", b"\x89PNG" + b"0" * (2 * 2**20), "image/png")}
+    response = client.post("/api/predict", files=big)
+    assert response.status_code == 413 and "limit" in response.json()["error"]
+
+
+@pytest.mark.parametrize("url", ["/runs/..%2f..%2fetc/report/index.html", "/runs/%2e%2e/report/index.html",
+                                 "/runs/escape/report/index.html", "/runs/cnn4-a/report/..%2f..%2fsummary.json",
+                                 "/runs/cnn4-a/report/%2fetc%2fpasswd", "/api/heatmaps/..%2f..%2fsecret.txt",
+                                 "/runs/nothing-here/report/index.html"])
+def test_no_path_leaves_the_runs_folder(client, url):
+    response = client.get(url)
+    assert response.status_code == 404, url
+    assert "not for the web" not in response.text and "Traceback" not in response.text
+
+
+def test_reports_of_runs_are_served(client):
+    response = client.get("/runs/cnn4-a/report/index.html")
+    assert response.status_code == 200 and "cnn4-a" in response.text
+    assert client.get("/runs/cnn4-a/report/assets/cnn4-a/curves.png").status_code == 200
+
+
+def test_errors_are_messages(client):
+    response = client.post("/api/predict", files=_photo(), data={"model": "no_such_model"})
+    assert response.status_code == 400 and "unknown model" in response.json()["error"]
+
+
+def test_stylize_with_a_trained_network(client):
+    response = client.post("/api/stylize", files=_photo("coffee.png"), data={"network": "scream-net"})
+    assert response.status_code == 200, response.text
+    assert client.get(response.json()["image"]).content[:4] == b"\x89PNG"
+    bad = client.post("/api/stylize", files=_photo("coffee.png"), data={"network": "cnn4-a"})
+    assert bad.status_code == 400 and "not a style network" in bad.json()["error"]
+
+
+def test_twenty_concurrent_predictions_load_the_model_once(runs_dir):
+    app = create_app(runs_dir)
+    with TestClient(app) as c:
+        payload = (PHOTOS / "chelsea.png").read_bytes()
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            answers = list(pool.map(lambda _: c.post("/api/predict", files={"image": ("c.png", payload, "x")}),
+                                    range(20)))
+    assert all(a.status_code == 200 for a in answers)
+    tops = {a.json()["predictions"][0]["class_name"] for a in answers}
+    assert len(tops) == 1 and app.state.models.loads == 1

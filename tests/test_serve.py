@@ -115,3 +115,33 @@ def test_twenty_concurrent_predictions_load_the_model_once(runs_dir):
     assert all(a.status_code == 200 for a in answers)
     tops = {a.json()["predictions"][0]["class_name"] for a in answers}
     assert len(tops) == 1 and app.state.models.loads == 1
+
+
+def test_streamed_uploads_over_the_limit_get_413_too(client):
+    def body():  # no Content-Length: the limit is counted as the body arrives
+        yield b"--x\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\r\n"
+        for _ in range(40):
+            yield b"0" * 65536
+        yield b"\r\n--x--\r\n"
+
+    response = client.post("/api/predict", content=body(), headers={"content-type": "multipart/form-data; boundary=x"})
+    assert response.status_code == 413 and "limit" in response.json()["error"]
+
+
+def test_every_error_is_a_json_message(client):
+    missing = client.post("/api/stylize", files=_photo())  # no network field
+    assert missing.status_code == 422 and "network" in missing.json()["error"]
+    assert client.get("/no/such/page").json() == {"error": "Not Found"}
+    assert client.delete("/healthz").status_code == 405
+
+
+def test_symlinked_files_inside_a_run_are_not_published(tmp_path):
+    root = tmp_path / "runs"
+    run = _classifier_run(root / "r")
+    secret = tmp_path / "secret.png"
+    secret.write_bytes((PHOTOS / "coffee.png").read_bytes())
+    os.symlink(secret, run / "leak.png")
+    with TestClient(create_app(root)) as c:
+        page = c.get("/runs/r/report/index.html").text
+        assert "leak" not in page and c.get("/runs/r/report/assets/r/leak.png").status_code == 404
+        assert str(tmp_path) not in page  # no server paths in served pages

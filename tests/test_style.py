@@ -171,6 +171,8 @@ def test_cli_optimize_writes_the_image_and_the_summary_interface(tmp_path):
     (["--style", "STYLES/the_scream.jpg", "--style-weights", "1,2"], "2 values for 1 --style images"),
     (["--style", "STYLES/the_scream.jpg", "--style-weights", "a,b"], "must be numbers"),
     (["--style", "STYLES/the_scream.jpg", "--loss-net", "cnn4"], "is not an ImageNet model"),
+    (["--style", "STYLES/the_scream.jpg", "--optimizer", "adam", "--lr", "-1"], "--lr must be more than 0"),
+    (["--style", "STYLES/the_scream.jpg", "--style-weight", "nan"], "--style-weight must be a finite number"),
 ])
 def test_cli_optimize_bad_input_is_one_line(tmp_path, args, message):
     args = [a.replace("STYLES", str(STYLES)).replace("PHOTOS", str(PHOTOS)) for a in args]
@@ -241,13 +243,13 @@ def test_apply_is_deterministic_per_frame(trained, tmp_path):
     assert torch.equal(a, b) and a.shape == read_image(PHOTOS / "coffee.png").shape
 
 
-def _make_video(path, frames: int = 12, size=(64, 48), fps: int = 12, audio: bool = True):
+def _make_video(path, frames: int = 12, size=(64, 48), fps: int = 12, audio: bool = True, pix_fmt="yuv420p"):
     import av
     import numpy as np
 
     with av.open(str(path), "w") as out:
         v = out.add_stream("libx264", rate=fps)
-        v.width, v.height, v.pix_fmt = size[0], size[1], "yuv420p"
+        v.width, v.height, v.pix_fmt = size[0], size[1], pix_fmt
         a = out.add_stream("aac", rate=16000) if audio else None
         for i in range(frames):
             image = np.zeros((size[1], size[0], 3), dtype=np.uint8)
@@ -320,3 +322,33 @@ def test_apply_bad_input_is_one_line(trained, tmp_path, case, message):
                 cwd=tmp_path)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "pwned").exists()
+
+
+def test_apply_refuses_to_overwrite_or_clash(trained, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.png").write_bytes((PHOTOS / "coffee.png").read_bytes())
+    (photos / "a.jpg").write_bytes((PHOTOS / "hot_dog.jpg").read_bytes())
+    with pytest.raises(UserError, match="several images named a"):
+        style.apply(trained, photos, tmp_path / "out", progress=False)
+    (photos / "a.jpg").unlink()
+    with pytest.raises(UserError, match="another folder than --input"):
+        style.apply(trained, photos, photos, progress=False)
+    with pytest.raises(UserError, match="the input itself"):
+        style.apply(trained, photos / "a.png", photos / "a.png", progress=False)
+    with pytest.raises(UserError, match="--batch-size must be 1 or more"):
+        style.apply(trained, photos / "a.png", tmp_path / "o.png", batch=0, progress=False)
+    tiny = tmp_path / "tiny.png"
+    from cnnlab.data.images import save_png
+
+    save_png(torch.rand(3, 8, 8), tiny)
+    with pytest.raises(UserError, match="at least 16 pixels"):
+        style.apply(trained, tiny, tmp_path / "t.png", progress=False)
+
+
+def test_odd_video_sizes_keep_their_frames(trained, tmp_path):
+    clip = tmp_path / "odd.mkv"
+    _make_video(clip, frames=5, size=(65, 49), audio=False, pix_fmt="yuv444p")  # 4:4:4 allows odd sides
+    style.apply(trained, clip, tmp_path / "styled.mkv", progress=False)
+    frames, size, rate, audio = _probe(tmp_path / "styled.mkv")
+    assert frames == 5 and size == (66, 50) and rate == 12.0 and audio == 0  # one repeated row and column

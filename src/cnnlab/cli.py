@@ -302,18 +302,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .engine.device import configure_threads
 
+    if not args.max_upload_mb > 0 or not 0 < args.port < 65536:  # NaN fails too
+        raise UserError(f"--max-upload-mb must be more than 0 and --port in 1-65535, got {args.max_upload_mb} "
+                        f"and {args.port}")
+    local = args.host in ("127.0.0.1", "localhost", "::1")
     try:
         import uvicorn
 
         from .serve import create_app
-    except ImportError:
-        raise UserError("cnnlab serve needs the web extra: pip install 'cnnlab[serve]'") from None
-    if args.max_upload_mb <= 0 or not 0 < args.port < 65536:
-        raise UserError(f"--max-upload-mb must be more than 0 and --port in 1-65535, got {args.max_upload_mb} "
-                        f"and {args.port}")
+
+        app = create_app(args.runs, args.max_upload_mb,
+                         allowed_hosts=["127.0.0.1", "localhost", "[::1]"] if local else None)
+    except (ImportError, RuntimeError) as exc:  # python-multipart missing is a RuntimeError at app creation
+        raise UserError(f"cnnlab serve needs the web extra ({exc}): pip install 'cnnlab[serve]'") from None
     configure_threads(args.threads)
     print(f"cnnlab serve: http://{args.host}:{args.port} (runs: {args.runs})", flush=True)
-    uvicorn.run(create_app(args.runs, args.max_upload_mb), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 

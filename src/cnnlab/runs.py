@@ -226,6 +226,14 @@ def _parse(text: str) -> Any:
     return text
 
 
+def run_kind(summary: dict[str, Any]) -> str:
+    """What wrote a summary.json: train | transfer | features | finetune (classifiers) | style (an optimized
+    image or a style network)."""
+    if summary.get("kind") == "style_network" or "method" in summary:
+        return "style"
+    return str(summary.get("kind", "train"))
+
+
 def git_commit() -> str:
     """The commit of the cnnlab source tree ('+dirty' when it has uncommitted changes), or 'unknown'."""
     src = Path(__file__).resolve().parent

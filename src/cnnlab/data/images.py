@@ -63,28 +63,28 @@ def decode_image(data: bytes, name: str = "the upload") -> torch.Tensor:
 
 
 def _decode(source, name: str) -> torch.Tensor:
+    """The decoder shared by files and uploads. The pixel count is checked from the header, before anything is
+    decoded, against MAX_PIXELS (no global state is changed: the web app decodes in several threads)."""
+    import warnings
+
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    too_large = f"{name} is too large to decode safely (over {MAX_PIXELS:,} pixels); resize it first"
     try:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with warnings.catch_warnings():  # Pillow's own bomb warning: the check below says it as an error
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(source) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise UserError(too_large)
                 img = ImageOps.exif_transpose(img)
                 img.load()
                 arr = _to_rgb_array(img)
     except UnidentifiedImageError:
         raise UserError(f"{name} is not an image file that can be read (JPEG, PNG, BMP, GIF, TIFF, WebP)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UserError(f"{name} is too large to decode safely (over {MAX_PIXELS:,} pixels); resize it first") \
-            from None
+    except Image.DecompressionBombError:
+        raise UserError(too_large) from None
     except OSError as exc:
         raise UserError(f"cannot read image {name} ({exc}); the file may be truncated or damaged") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
 
 

@@ -65,7 +65,9 @@ def _slug(text: str, taken: set[str]) -> str:
 
 def _copy_pictures(folder: Path, out: Path, anchor: str) -> list[tuple[str, str]]:
     """Copy the run's pictures into OUT/assets/<anchor>/ (known ones first); (caption, relative path)."""
-    found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    # Symlinks are skipped: a link inside a run folder could otherwise copy (and serve) a file from anywhere.
+    found = sorted(p for p in folder.iterdir()
+                   if p.is_file() and not p.is_symlink() and p.suffix.lower() in IMAGE_SUFFIXES)
     order = {name: i for i, name in enumerate(KNOWN_PICTURES)}
     found.sort(key=lambda p: (order.get(p.name, len(order)), p.name))
     target = out / "assets" / anchor
@@ -77,10 +79,18 @@ def _copy_pictures(folder: Path, out: Path, anchor: str) -> list[tuple[str, str]
     return pictures
 
 
+def _minutes(seconds: Any) -> str:
+    return f"{seconds / 60:.2f}" if isinstance(seconds, (int, float)) else ""
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "?"
+
+
 def _classifier_metrics(s: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [("kind", s.get("kind", "train")), ("model", s.get("model", "")),
             ("test accuracy", _pct(s.get("test_accuracy"))), ("best val accuracy", _pct(s.get("best_val_accuracy"))),
-            ("epochs", str(s.get("epochs", ""))), ("training minutes", f"{s.get('train_seconds', 0) / 60:.2f}"),
+            ("epochs", str(s.get("epochs", ""))), ("training minutes", _minutes(s.get("train_seconds"))),
             ("precision", str(s.get("precision", ""))), ("CPU class", str(s.get("cpu_class", ""))),
             ("device", str(s.get("device", ""))), ("seed", str(s.get("seed", ""))),
             ("parameters", f"{s['params']:,}" if isinstance(s.get("params"), int) else "")]
@@ -89,16 +99,16 @@ def _classifier_metrics(s: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _style_metrics(s: dict[str, Any]) -> list[tuple[str, str]]:
     if s.get("method") == "optimize":
-        i, f = s.get("initial", {}), s.get("final", {})
+        i, f = s.get("initial") or {}, s.get("final") or {}
         return [("method", "optimize (Gatys et al.)"), ("loss network", s.get("loss_net", {}).get("name", "")),
-                ("content loss", f"{i.get('content_loss', 0):.4f} → {f.get('content_loss', 0):.4f}"),
-                ("style loss", f"{i.get('style_loss', 0):.4f} → {f.get('style_loss', 0):.4f}"),
-                ("seconds", f"{s.get('seconds', 0):.1f}"), ("precision", str(s.get("precision", ""))),
+                ("content loss", f"{_number(i.get('content_loss'))} → {_number(f.get('content_loss'))}"),
+                ("style loss", f"{_number(i.get('style_loss'))} → {_number(f.get('style_loss'))}"),
+                ("seconds", _number(s.get("seconds"), 1)), ("precision", str(s.get("precision", ""))),
                 ("CPU class", str(s.get("cpu_class", "")))]
     return [("method", "fast style network (Johnson et al.)"), ("style", Path(str(s.get("style", ""))).name),
             ("loss network", str(s.get("loss_net", ""))), ("steps", str(s.get("steps", ""))),
-            ("loss", f"{s.get('first_epoch_loss', 0):.4f} → {s.get('final_loss', 0):.4f}"),
-            ("training minutes", f"{s.get('train_seconds', 0) / 60:.2f}"), ("CPU class", str(s.get("cpu_class", "")))]
+            ("loss", f"{_number(s.get('first_epoch_loss'))} → {_number(s.get('final_loss'))}"),
+            ("training minutes", _minutes(s.get("train_seconds"))), ("CPU class", str(s.get("cpu_class", "")))]
 
 
 def _read_comparison(folder: Path) -> dict[str, Any] | None:
@@ -112,29 +122,29 @@ def _read_comparison(folder: Path) -> dict[str, Any] | None:
     return {"headers": rows[0], "rows": rows[1:]} if rows else None
 
 
-def describe(folder: Path, out: Path, taken: set[str], views: list[RunView], parent: RunView | None = None) -> None:
+def describe(folder: Path, out: Path, taken: set[str], views: list[RunView], parent: RunView | None = None,
+             show_paths: bool = True) -> None:
     """Append the views of `folder` (and, for an ablation folder, of its runs) to `views`."""
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder; pass cnnlab run directories")
     anchor = _slug(folder.name if parent is None else f"{parent.anchor}-{folder.name}", taken)
     summary = runs.RunDir(folder).read_json(runs.SUMMARY) if (folder / runs.SUMMARY).is_file() else None
-    view = RunView(folder.name, anchor, "files", str(folder.resolve()))
-    is_style = summary is not None and (summary.get("kind") == "style_network" or "method" in summary)
-    if is_style:
-        view.kind = "style"
-        view.metrics = _style_metrics(summary)
-    elif summary is not None:
-        view.kind = summary.get("kind", "train")
-        view.metrics = _classifier_metrics(summary)
+    view = RunView(folder.name, anchor, "files", str(folder.resolve()) if show_paths else "")
+    if summary is not None:
+        view.kind = runs.run_kind(summary)
+        view.metrics = _style_metrics(summary) if view.kind == "style" else _classifier_metrics(summary)
     elif (folder / "comparison.csv").is_file():
         view.kind = "ablation"
     elif any(p.suffix == ".json" for p in folder.iterdir()):
         view.kind = "visualization"
-    config = folder / runs.CONFIG
-    if config.is_file():
-        view.config = config.read_text()
-    elif (folder / "style.json").is_file():
-        view.config = json.dumps(json.loads((folder / "style.json").read_text()), indent=2)
+    config, settings = folder / runs.CONFIG, folder / "style.json"
+    if config.is_file() and not config.is_symlink():
+        view.config = config.read_text(errors="replace")
+    elif settings.is_file() and not settings.is_symlink():
+        try:
+            view.config = json.dumps(json.loads(settings.read_text()), indent=2)
+        except ValueError:
+            view.config = "(style.json is damaged)"
     view.table = _read_comparison(folder)
     view.pictures = _copy_pictures(folder, out, anchor)
     if view.kind == "files" and not view.pictures:
@@ -142,9 +152,10 @@ def describe(folder: Path, out: Path, taken: set[str], views: list[RunView], par
                         f"directories written by cnnlab")
     views.append(view)
     if view.kind == "ablation":
-        for child in sorted(p for p in folder.iterdir() if p.is_dir() and (p / runs.SUMMARY).is_file()):
+        for child in sorted(p for p in folder.iterdir()
+                            if p.is_dir() and not p.is_symlink() and (p / runs.SUMMARY).is_file()):
             before = len(views)
-            describe(child, out, taken, views, parent=view)
+            describe(child, out, taken, views, parent=view, show_paths=show_paths)
             view.children += [v.anchor for v in views[before:]]
 
 
@@ -162,14 +173,16 @@ def _comparison(views: list[RunView], folders: list[Path], out: Path) -> dict[st
         curves.append((view.name, run.read_metrics()))
         rows.append([view.name, view.anchor, s.get("kind", "train"), s.get("model", ""),
                      _pct(s.get("best_val_accuracy")), _pct(s.get("test_accuracy")),
-                     f"{s.get('train_seconds', 0) / 60:.1f}"])
+                     _minutes(s.get("train_seconds"))])
     (out / "assets").mkdir(parents=True, exist_ok=True)
     plots.comparison(curves, out / "assets" / "comparison-curves.png", title="validation accuracy by epoch")
     return {"rows": rows, "picture": "assets/comparison-curves.png"}
 
 
-def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "cnnlab report") -> Path:
-    """Write OUT/index.html (and OUT/assets/) for the runs; return the index's path."""
+def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "cnnlab report",
+                 show_paths: bool = True) -> Path:
+    """Write OUT/index.html (and OUT/assets/) for the runs; return the index's path. `show_paths`: print each
+    run's folder (the web app turns it off: no server paths in pages)."""
     import jinja2
 
     if not run_dirs:
@@ -183,7 +196,7 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "
         if not folder.exists():
             raise UserError(f"run directory {folder} does not exist; check the path")
         tops.append(len(views))
-        describe(folder, target, taken, views)
+        describe(folder, target, taken, views, show_paths=show_paths)
     top_views = [views[i] for i in tops]
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)

@@ -37,8 +37,14 @@ HEATMAP_NAME = re.compile(r"^[0-9a-f]{32}\.png$")
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 
 
-class UploadTooLarge(Exception):
-    pass
+MAX_STYLIZE_SIDE = 1024  # uploads are stylized at most this large: the decoder accepts ~89 M pixels, memory not
+
+
+class UploadTooLarge(HTTPException):
+    """Raised while the body arrives; an HTTPException so FastAPI's form parsing passes it on as 413."""
+
+    def __init__(self, limit: int):
+        super().__init__(413, f"upload too large: over the {limit / 2**20:g} MB limit (--max-upload-mb)")
 
 
 class LimitUploadSize:
@@ -53,8 +59,7 @@ class LimitUploadSize:
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await _json(send, 413, f"upload too large: over the {self.limit // 2**20} MB limit "
-                                          f"(--max-upload-mb)")
+            return await _json(send, 413, UploadTooLarge(self.limit).detail)
         seen = 0
         started = False
 
@@ -64,7 +69,7 @@ class LimitUploadSize:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise UploadTooLarge
+                    raise UploadTooLarge(self.limit)
             return message
 
         async def tracking_send(message):
@@ -75,9 +80,9 @@ class LimitUploadSize:
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except UploadTooLarge:
+        except UploadTooLarge as exc:  # raised outside a route's error handling (no form parsing involved)
             if not started:
-                await _json(send, 413, f"upload too large: over the {self.limit // 2**20} MB limit (--max-upload-mb)")
+                await _json(send, 413, exc.detail)
 
 
 async def _json(send, status: int, message: str) -> None:
@@ -90,28 +95,44 @@ async def _json(send, status: int, message: str) -> None:
 
 
 class Models:
-    """Models loaded once per name (classifiers for predict, style networks for stylize), each with a lock."""
+    """Models loaded once per name (classifiers for predict, style networks for stylize), each with a lock that
+    serializes its use. Loading one model does not block requests for another."""
 
-    def __init__(self, runs_root: Path):
-        self.runs_root = runs_root
+    def __init__(self):
         self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
         self._items: dict[str, tuple[object, threading.Lock]] = {}
         self.loads = 0  # how many times a model was built (tests check it stays at one per model)
 
     def get(self, key: str, build):
         with self._lock:
-            if key not in self._items:
-                self._items[key] = (build(), threading.Lock())
+            if key in self._items:
+                return self._items[key]
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:  # one build per key; concurrent first requests wait for it
+            with self._lock:
+                if key in self._items:
+                    return self._items[key]
+            item = (build(), threading.Lock())
+            with self._lock:
+                self._items[key] = item
                 self.loads += 1
-            return self._items[key]
+            return item
+
+
+def child_run(root: Path, name: str) -> Path | None:
+    """The run folder `name` directly under `root`, or None for anything that would leave `root` (``..``,
+    separators, absolute paths, a symlink pointing elsewhere)."""
+    if not RUN_NAME.match(name) or ".." in name:
+        return None
+    path = (root / name).resolve()
+    return path if path.parent == root.resolve() and path.is_dir() else None
 
 
 def safe_run_dir(root: Path, name: str) -> Path:
-    """The run folder `name` directly under `root`; anything that would leave `root` is 'not found'."""
-    if not RUN_NAME.match(name) or ".." in name:
-        raise HTTPException(404, "no such run")
-    path = (root / name).resolve()
-    if path.parent != root.resolve() or not path.is_dir():
+    """child_run, or 404."""
+    path = child_run(root, name)
+    if path is None:
         raise HTTPException(404, "no such run")
     return path
 
@@ -124,15 +145,23 @@ def _inside(base: Path, relative: str) -> Path:
 
 
 def create_app(runs: str | Path = "runs", max_upload_mb: float = 10, device: str = "cpu",
-               default_model: str = "efficientnet_lite0"):
-    """The FastAPI application (see the module docstring)."""
+               default_model: str = "efficientnet_lite0", allowed_hosts: list[str] | None = None):
+    """The FastAPI application (see the module docstring). `allowed_hosts`: the Host headers answered (the CLI
+    passes localhost's names when bound to localhost, against DNS rebinding); None answers any."""
     from contextlib import asynccontextmanager
+
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     runs_root = Path(runs).resolve()
     scratch = Path(tempfile.mkdtemp(prefix="cnnlab-serve-"))
     (scratch / "heatmaps").mkdir()
     (scratch / "reports").mkdir()
-    models = Models(runs_root)
+    models = Models()
+    render_lock = threading.Lock()  # matplotlib's pyplot is not thread-safe
+    report_locks: dict[str, threading.Lock] = {}
+    report_locks_guard = threading.Lock()
+
     @asynccontextmanager
     async def lifespan(_app):
         yield
@@ -140,16 +169,28 @@ def create_app(runs: str | Path = "runs", max_upload_mb: float = 10, device: str
 
     app = FastAPI(title="cnnlab", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.add_middleware(LimitUploadSize, limit=int(max_upload_mb * 2**20))
+    if allowed_hosts:
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     app.state.models = models
     app.state.scratch = scratch
 
+    def message(text: str) -> str:
+        return text.replace(str(runs_root) + "/", "").replace(str(runs_root), "--runs")  # no server paths
+
     @app.exception_handler(UserError)
     async def user_error(_request: Request, exc: UserError):
-        return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({"error": message(str(exc))}, status_code=400)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(_request: Request, exc: HTTPException):
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException):
+        return JSONResponse({"error": message(str(exc.detail))}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError):
+        fields = sorted({str(e.get("loc", ["", "?"])[-1]) for e in exc.errors()})
+        return JSONResponse({"error": f"missing or invalid form field(s): {', '.join(fields)}"}, status_code=422)
 
     @app.exception_handler(Exception)
     async def internal_error(_request: Request, exc: Exception):
@@ -177,10 +218,22 @@ def create_app(runs: str | Path = "runs", max_upload_mb: float = 10, device: str
     def report(name: str, file: str):
         run = safe_run_dir(runs_root, name)
         out = scratch / "reports" / name
-        if not (out / "index.html").is_file():
-            from ..report.html import write_report
+        with report_locks_guard:
+            lock = report_locks.setdefault(name, threading.Lock())
+        with lock:  # one writer per run; written aside, then swapped in whole
+            summary = run / "summary.json"
+            stale = not (out / "index.html").is_file() or (
+                summary.is_file() and summary.stat().st_mtime > (out / "index.html").stat().st_mtime)
+            if stale:
+                from ..report.html import write_report
 
-            write_report([run], out, title=f"cnnlab: {name}")
+                fresh = scratch / "reports" / f".{name}-{uuid.uuid4().hex}"
+                write_report([run], fresh, title=f"cnnlab: {name}", show_paths=False)
+                old = scratch / "reports" / f".{name}-old-{uuid.uuid4().hex}"
+                if out.exists():
+                    out.rename(old)
+                fresh.rename(out)
+                shutil.rmtree(old, ignore_errors=True)
         return FileResponse(_inside(out, file or "index.html"))
 
     @app.get("/api/heatmaps/{name}")
@@ -188,6 +241,12 @@ def create_app(runs: str | Path = "runs", max_upload_mb: float = 10, device: str
         if not HEATMAP_NAME.match(name):
             raise HTTPException(404, "no such heatmap")
         return FileResponse(_inside(scratch / "heatmaps", name), media_type="image/png")
+
+    def keep_recent(folder: Path, keep: int = 500) -> None:
+        """Results are kept for the page to fetch; the oldest go once there are more than `keep`."""
+        files = sorted(folder.glob("*.png"), key=lambda f: f.stat().st_mtime)
+        for old in files[:-keep]:
+            old.unlink(missing_ok=True)
 
     @app.post("/api/predict")
     def predict(image: UploadFile = File(...), model: str = Form(default_model)):
@@ -198,22 +257,27 @@ def create_app(runs: str | Path = "runs", max_upload_mb: float = 10, device: str
         name = f"{uuid.uuid4().hex}.png"
         from ..visualize import render
 
-        top = predictions[0]["class_name"]
-        render.heatmap(shown, heat, scratch / "heatmaps" / name, f"Grad-CAM: {top}")
+        with render_lock:
+            render.heatmap(shown, heat, scratch / "heatmaps" / name, f"Grad-CAM: {predictions[0]['class_name']}")
+        keep_recent(scratch / "heatmaps")
         return {"predictions": predictions, "heatmap": f"/api/heatmaps/{name}", "model": model}
 
     @app.post("/api/stylize")
     def stylize(image: UploadFile = File(...), network: str = Form(...)):
+        from ..data.images import save_png, to_uint8
+        from ..style.optimize import resize_longest
+
         picture = _upload_image(image)
+        if max(picture.shape[1:]) > MAX_STYLIZE_SIDE:  # memory grows with the pixels, not the upload's bytes
+            picture = to_uint8(resize_longest(picture, MAX_STYLIZE_SIDE))
         run = safe_run_dir(runs_root, network)
         stylizer, lock = models.get(f"style:{network}", lambda: _load_stylizer(run, device))
         with lock:
             styled = stylizer(picture.unsqueeze(0))[0]
-        from ..data.images import save_png
-
         name = f"{uuid.uuid4().hex}.png"
         save_png(styled, scratch / "heatmaps" / name)
-        return {"image": f"/api/heatmaps/{name}", "network": network}
+        keep_recent(scratch / "heatmaps")
+        return {"image": f"/api/heatmaps/{name}", "network": network, "size": list(styled.shape[1:])}
 
     return app
 
@@ -239,11 +303,8 @@ def _load_subject(runs_root: Path, model: str, device: str):
     if model in list_models(task="imagenet"):
         subject = load_subject(model=model)
     else:
-        if not RUN_NAME.match(model) or ".." in model:
-            raise UserError(f"unknown model '{model}': name an ImageNet model ({', '.join(list_models('imagenet'))}) "
-                            f"or a run under --runs")
-        run = (runs_root / model).resolve()
-        if run.parent != runs_root or not (run / "best.safetensors").is_file():
+        run = child_run(runs_root, model)
+        if run is None or not (run / "best.safetensors").is_file():
             raise UserError(f"unknown model '{model}': name an ImageNet model ({', '.join(list_models('imagenet'))}) "
                             f"or a classifier run under --runs")
         subject = load_subject(run=str(run))
@@ -291,7 +352,9 @@ def list_runs(root: Path) -> list[dict]:
             s = json.loads((folder / "summary.json").read_text())
         except (OSError, ValueError):
             continue
-        kind = "style" if s.get("kind") == "style_network" or "method" in s else s.get("kind", "train")
+        from ..runs import run_kind
+
+        kind = run_kind(s)
         figure = ""
         for key, label in (("test_accuracy", "test"), ("best_val_accuracy", "val")):
             if isinstance(s.get(key), (int, float)):

@@ -11,7 +11,8 @@
 - transformer.py + train.py: a feed-forward network per style, trained in the one training loop;
 - apply.py: that network on images, folders and videos (PyAV, audio copied).
 
-Each function writes its images and a summary.json into `out` and returns the summary.
+optimize and train write their images and a summary.json into `out` and return the summary; apply writes
+the stylized files and returns what it did.
 """
 
 from __future__ import annotations
@@ -55,7 +56,13 @@ def optimize(content: str | Path, styles: Sequence[str | Path], out: str | Path,
     """Stylize `content` with the mix of `styles`; with several `content_weights`, once per weight and a grid
     comparing them (the course's content-weight study). Writes stylized.png (the first weight's),
     stylized-cw<W>.png per weight, evolution.png when settings.snapshot_every, losses.csv, summary.json."""
-    s = settings or OptimizeSettings()
+    from dataclasses import replace
+
+    from .optimize import check_settings
+
+    s = replace(settings) if settings else OptimizeSettings()  # a copy: the caller's settings stay as they were
+    s.style_mix = list(s.style_mix)
+    check_settings(s)
     if not styles:
         raise UserError("give at least one --style image")
     content_image = read_image(content)

@@ -61,9 +61,19 @@ def stylize_image(stylizer: Stylizer, source: Path, target: Path) -> Path:
     return save_png(out, target)
 
 
+def _even(frame: torch.Tensor) -> torch.Tensor:
+    """uint8 [3, H, W] with odd sides extended by repeating the last row / column (yuv420p needs even sides)."""
+    if frame.shape[2] % 2:
+        frame = torch.cat([frame, frame[:, :, -1:]], 2)
+    if frame.shape[1] % 2:
+        frame = torch.cat([frame, frame[:, -1:, :]], 1)
+    return frame
+
+
 def stylize_video(stylizer: Stylizer, source: Path, target: Path, batch: int = 8,
                   progress: Callable[[int, float], None] | None = None) -> dict:
-    """Every frame of `source` stylized into `target` (same size, frame rate and frame count; audio copied)."""
+    """Every frame of `source` stylized into `target`: same frame count, frame rate and timestamps (so the copied
+    audio stays in sync), same size (odd sides gain one repeated row or column: the codec needs even sides)."""
     import av
 
     try:
@@ -82,21 +92,20 @@ def stylize_video(stylizer: Stylizer, source: Path, target: Path, batch: int = 8
         try:
             with av.open(str(tmp), "w", format=_container_format(target)) as dst:
                 out_video = dst.add_stream(VIDEO_CODECS[target.suffix.lower()], rate=rate)
-                out_video.width, out_video.height = width + width % 2, height + height % 2  # yuv420p needs even
+                out_video.width, out_video.height = width + width % 2, height + height % 2
                 out_video.pix_fmt = "yuv420p"
                 out_audio = dst.add_stream_from_template(audio) if audio is not None else None
-                pending: list[torch.Tensor] = []
+                pending: list[tuple[torch.Tensor, int | None, object]] = []
 
                 def flush() -> None:
                     nonlocal frames_done
                     if not pending:
                         return
-                    styled = stylizer(torch.stack(pending))
-                    for frame in styled:
-                        image = frame.permute(1, 2, 0).numpy()
-                        vf = av.VideoFrame.from_ndarray(image, format="rgb24")
-                        if vf.width != out_video.width or vf.height != out_video.height:
-                            vf = vf.reformat(width=out_video.width, height=out_video.height)
+                    styled = stylizer(torch.stack([f for f, _, _ in pending]))
+                    for frame, (_, pts, time_base) in zip(styled, pending):
+                        vf = av.VideoFrame.from_ndarray(_even(frame).permute(1, 2, 0).numpy(), format="rgb24")
+                        if pts is not None:  # the source's timestamps: variable frame rates and offsets survive
+                            vf.pts, vf.time_base = pts, time_base
                         for packet in out_video.encode(vf):
                             dst.mux(packet)
                     frames_done += len(pending)
@@ -113,13 +122,18 @@ def stylize_video(stylizer: Stylizer, source: Path, target: Path, batch: int = 8
                         dst.mux(packet)
                         continue
                     for frame in packet.decode():
-                        pending.append(torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1))
+                        pixels = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
+                        pending.append((pixels, frame.pts, frame.time_base))
                         if len(pending) == batch:
                             flush()
                 flush()
                 for packet in out_video.encode():
                     dst.mux(packet)
             os.replace(tmp, target)
+        except av.error.FFmpegError as exc:
+            tmp.unlink(missing_ok=True)
+            hint = " (its audio codec may not fit that container: try .mkv)" if audio is not None else ""
+            raise UserError(f"cannot convert video {source} into {target}: {exc}{hint}") from None
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -139,51 +153,55 @@ def is_video(path: Path) -> bool:
 
 def apply(model_path: str | Path, inputs: str | Path, out: str | Path, *, device: str = "auto",
           threads: int | None = None, precision: str = "auto", batch: int = 8, progress: bool = True) -> dict:
-    """Stylize an image, a folder of images or a video with a trained style network (see the module)."""
+    """Stylize an image, a folder of images or a video with a trained style network (see the module). Every
+    input is checked before anything is written: an existing file is never overwritten by its own output."""
     from ..engine.device import configure_threads, resolve_execution, select_device
+    from ..runs import RunDir
     from .train import load_network
 
     source, target = Path(inputs), Path(out)
     if not source.exists():
         raise UserError(f"--input {source} does not exist; pass an image, a folder of images or a video file")
-    used = configure_threads(threads)
-    dev = select_device(device)
-    execution = resolve_execution(dev, precision, "auto")
-    model, meta = load_network(model_path, dev)
-    stylizer = Stylizer(model, dev, execution.precision, execution.channels_last)
-    start = time.perf_counter()
+    if batch < 1:
+        raise UserError(f"--batch-size must be 1 or more, got {batch}")
+    files: list[Path] = []
     if source.is_dir():
         files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise UserError(f"folder {source} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        _writable_folder(target)
-        outputs = [str(stylize_image(stylizer, f, target / f"{f.stem}.png")) for f in files]
-        record = {"outputs": outputs, "images": len(outputs)}
+        stems = [f.stem for f in files]
+        clash = next((stem for stem in stems if stems.count(stem) > 1), None)
+        if clash is not None:
+            raise UserError(f"folder {source} has several images named {clash}.* and each output is <name>.png; "
+                            f"rename one")
+        if target.resolve() == source.resolve():
+            raise UserError("--out must be another folder than --input: the outputs would replace the photos")
     elif is_video(source):
         if target.suffix.lower() not in VIDEO_CODECS:
             raise UserError(f"--out {target} must be a video file name ending in one of "
                             f"{', '.join(sorted(VIDEO_CODECS))}")
-        _writable_folder(target.parent)
+    elif target.suffix.lower() != ".png":
+        target = target / f"{source.stem}.png" if target.is_dir() or not target.suffix else target.with_suffix(".png")
+    if source.is_file() and target.resolve() == source.resolve():
+        raise UserError(f"--out {target} is the input itself; choose another name")
+    used = configure_threads(threads)
+    dev = select_device(device)
+    execution = resolve_execution(dev, precision, "auto")
+    model, meta = load_network(model_path, dev)
+    RunDir(target if source.is_dir() else target.parent).create()  # writable, with a one-line error if not
+    stylizer = Stylizer(model, dev, execution.precision, execution.channels_last)
+    start = time.perf_counter()
+    if source.is_dir():
+        outputs = [str(stylize_image(stylizer, f, target / f"{f.stem}.png")) for f in files]
+        record = {"outputs": outputs, "images": len(outputs)}
+    elif is_video(source):
         report = _frame_printer() if progress else None
         record = stylize_video(stylizer, source, target, batch=batch, progress=report)
     else:
-        if target.suffix.lower() != ".png":
-            target = target / f"{source.stem}.png" if target.is_dir() or not target.suffix else target.with_suffix(".png")
-        _writable_folder(target.parent)
         record = {"outputs": [str(stylize_image(stylizer, source, target))], "images": 1}
     return {**record, "model": str(model_path), "style": meta.get("style"), "seconds": time.perf_counter() - start,
             "precision": execution.precision, "channels_last": execution.channels_last, "threads": used,
             "cpu_class": execution.cpu_class, "device": str(dev)}
-
-
-def _writable_folder(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"output folder {folder} is not writable ({exc.strerror}); choose another --out") from None
 
 
 def _frame_printer() -> Callable[[int, float], None]:

@@ -90,7 +90,6 @@ class LossNetwork(nn.Module):
         self.content_layers = [self._resolve(n, modules) for n in choice.content]
         self.style_weights = {self._resolve(n, modules): w for n, w in choice.style.items()}
         wanted = set(self.content_layers) | set(self.style_weights)
-        self._order = [n for n, _ in model.named_modules() if n in wanted]
         self._captured: dict[str, torch.Tensor] = {}
         self._wanted = wanted
         for layer in wanted:

@@ -3,8 +3,9 @@ its loss-network features match the content photo's at the content layer and its
 painting's at the style layers, with a total-variation prior.
 
 Choices where the paper leaves room (and why):
-- The image is optimized in [0, 1] pixel space and clamped after each step; L-BFGS (the paper's, and the
-  fastest to a good image per loss evaluation) or Adam. One iteration = one loss evaluation.
+- The image is optimized in pixel space: L-BFGS (the paper's, and the fastest to a good image per loss
+  evaluation; its line search wants an unconstrained problem, so the image is clamped to [0, 1] once, at the
+  end) or Adam (clamped after every step). One iteration = one loss evaluation.
 - The style image is resized to the output's longest side, so its brush strokes keep their scale.
 - Loss terms are relative to their targets (losses.py), so one set of weights serves every loss network.
 - ``preserve_colors``: luminance-only transfer (Gatys et al. 2017, "Controlling perceptual factors"): the
@@ -130,6 +131,29 @@ def _floats(terms: dict[str, torch.Tensor]) -> dict[str, float]:
     return {k: float(v.detach()) for k, v in terms.items()}
 
 
+def check_weights(**weights: float) -> None:
+    """Loss weights must be finite and 0 or more (shared by optimize and train)."""
+    import math
+
+    for name, value in weights.items():
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise UserError(f"--{name.replace('_', '-')} must be a finite number of 0 or more, got {value}")
+
+
+def check_settings(s: OptimizeSettings) -> None:
+    """Every setting checked before anything is computed or written."""
+    if s.optimizer not in ("lbfgs", "adam"):
+        raise UserError(f"--optimizer must be lbfgs or adam, got {s.optimizer!r}")
+    if s.init not in ("content", "noise"):
+        raise UserError(f"--init must be content or noise, got {s.init!r}")
+    if s.iterations < 1 or s.size < 16 or s.snapshot_every < 0:
+        raise UserError(f"--iterations must be 1 or more, --size 16 or more and --snapshot-every 0 or more, got "
+                        f"{s.iterations}, {s.size} and {s.snapshot_every}")
+    check_weights(content_weight=s.content_weight, style_weight=s.style_weight, tv_weight=s.tv_weight)
+    if not s.lr > 0:
+        raise UserError(f"--lr must be more than 0, got {s.lr}")
+
+
 def stylize(net: LossNetwork, content: torch.Tensor, styles: Sequence[torch.Tensor], s: OptimizeSettings,
             on_iteration: Callable[[int, dict[str, float]], None] | None = None,
             autocast=None) -> OptimizeResult:
@@ -137,12 +161,7 @@ def stylize(net: LossNetwork, content: torch.Tensor, styles: Sequence[torch.Tens
     import contextlib
     import time
 
-    if s.optimizer not in ("lbfgs", "adam"):
-        raise UserError(f"--optimizer must be lbfgs or adam, got {s.optimizer!r}")
-    if s.init not in ("content", "noise"):
-        raise UserError(f"--init must be content or noise, got {s.init!r}")
-    if s.iterations < 1 or s.size < 16:
-        raise UserError(f"--iterations must be 1 or more and --size 16 or more, got {s.iterations} and {s.size}")
+    check_settings(s)
     device = net.mean.device
     amp = autocast or contextlib.nullcontext
     content_x = resize_longest(content, s.size).to(device)

@@ -79,6 +79,12 @@ def content_files(folder: str | Path) -> list[Path]:
     return files
 
 
+def photos_digest(files: list[Path]) -> str:
+    """Which photos, as they are now: paths, sizes and modification times."""
+    return hashlib.sha256(json.dumps([[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files])
+                          .encode()).hexdigest()[:20]
+
+
 def load_photos(files: list[Path], size: int, cache_dir: Path | None) -> torch.Tensor:
     """uint8 [N, 3, size, size] center crops of the photos, decoded once and cached (keyed by the files'
     paths, sizes and modification times, and the size)."""
@@ -87,8 +93,7 @@ def load_photos(files: list[Path], size: int, cache_dir: Path | None) -> torch.T
 
     from ..data.folders import decode
 
-    key = hashlib.sha256(json.dumps([[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files] + [size])
-                         .encode()).hexdigest()[:20]
+    key = hashlib.sha256(f"{photos_digest(files)}-{size}".encode()).hexdigest()[:20]
     path = cache_dir / f"style-photos-{key}.safetensors" if cache_dir else None
     if path is not None and path.is_file():
         try:
@@ -194,22 +199,33 @@ def train(settings: StyleTrainSettings, out: str | Path, *, resume: bool = False
         if not run.exists(SETTINGS) or not run.exists(runs.CHECKPOINT):
             raise UserError(f"cannot resume {run}: it holds no style training checkpoint ({SETTINGS}, "
                             f"{runs.CHECKPOINT})")
-        settings = StyleTrainSettings(**run.read_json(SETTINGS))
+        saved = run.read_json(SETTINGS)
+        saved.pop("photos_key", None)
+        try:
+            settings = StyleTrainSettings(**saved)
+        except TypeError:
+            raise UserError(f"cannot resume {run}: its {SETTINGS} is not one cnnlab wrote") from None
     elif run.exists(runs.CHECKPOINT) or run.exists(runs.SUMMARY):
         raise UserError(f"{run} already holds a run; continue it with --resume or choose another --out")
     s = settings
     _check(s)
+    if not resume:  # absolute, so that --resume works from any folder
+        s.style, s.content_dir = str(Path(s.style).resolve()), str(Path(s.content_dir).resolve())
     style_image = read_image(s.style)
     files = content_files(s.content_dir)
     if s.limit_images:
         files = files[: s.limit_images]
+    photos_key = photos_digest(files)
+    if resume and run.read_json(SETTINGS).get("photos_key") not in (None, photos_key):
+        raise UserError(f"cannot resume {run}: the photos in {s.content_dir} changed since it started (files added, "
+                        f"removed or modified); start a new run")
     used = configure_threads(threads)
     dev = select_device(device)
     execution = resolve_execution(dev, s.precision, False)
     net = lossnet.build(s.loss_net or None, s.loss_net_weights).to(dev)
     s.loss_net = net.name
     run.create()
-    run.write_json(SETTINGS, asdict(s))
+    run.write_json(SETTINGS, {**asdict(s), "photos_key": photos_key})
     start = time.perf_counter()
     photos = load_photos(files, s.image_size, _cache_dir(cache_dir))
     batches = PhotoBatches(photos, min(s.batch_size, len(photos)), s.seed, dev)
@@ -263,15 +279,20 @@ def _cache_dir(cache_dir: str | None) -> Path:
 
 
 def _check(s: StyleTrainSettings) -> None:
-    for name in ("image_size", "style_size", "batch_size", "width", "residual_blocks"):
+    from .optimize import check_weights
+    from .transformer import MIN_SIDE
+
+    for name in ("batch_size", "width", "residual_blocks"):
         if getattr(s, name) < 1:
-            raise UserError(f"style training setting {name} must be 1 or more, got {getattr(s, name)}")
-    if s.iterations < 0 or s.epochs <= 0 or s.lr <= 0:
-        raise UserError("--iterations must be 0 or more, --epochs and --lr more than 0")
-    for name in ("content_weight", "style_weight", "tv_weight"):
-        value = getattr(s, name)
-        if not value >= 0:  # NaN too
-            raise UserError(f"--{name.replace('_', '-')} must be 0 or more, got {value}")
+            raise UserError(f"--{name.replace('_', '-')} must be 1 or more, got {getattr(s, name)}")
+    if s.image_size < MIN_SIDE or s.style_size < MIN_SIDE:
+        raise UserError(f"--image-size and --style-size must be {MIN_SIDE} or more, got {s.image_size} and "
+                        f"{s.style_size}")
+    if s.iterations < 0 or s.limit_images < 0 or s.preview_every < 0 or s.preview_images < 1:
+        raise UserError("--iterations, --limit-images and --preview-every must be 0 or more")
+    if not (s.epochs > 0 and s.lr > 0):
+        raise UserError(f"--epochs and --lr must be more than 0, got {s.epochs} and {s.lr}")
+    check_weights(content_weight=s.content_weight, style_weight=s.style_weight, tv_weight=s.tv_weight)
 
 
 def load_network(path: str | Path, device: torch.device | str = "cpu") -> tuple[TransformNet, dict[str, str]]:

@@ -15,6 +15,10 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..errors import UserError
+
+MIN_SIDE = 16
+
 
 def _conv(cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.ReflectionPad2d(kernel // 2), nn.Conv2d(cin, cout, kernel, stride))
@@ -49,7 +53,9 @@ class Upsample(nn.Module):
 class TransformNet(nn.Module):
     """Images in [0, 1], [B, 3, H, W] -> stylized images of the same size (unclamped; apply clamps).
 
-    H and W need not be multiples of 4: the output is cropped or padded back to the input's size."""
+    H and W need not be multiples of 4: the stride-2 layers round up, so the output is at least the input's
+    size and is cropped back to it exactly. Sides under MIN_SIDE are refused (the 9x9 reflection padding needs
+    more pixels than that)."""
 
     def __init__(self, width: int = 32, residual_blocks: int = 5):
         super().__init__()
@@ -65,10 +71,9 @@ class TransformNet(nn.Module):
 
     def forward(self, x):
         h, w = x.shape[-2:]
-        y = self.up(self.res(self.down(x)))
-        if y.shape[-2:] != (h, w):  # odd sizes: stride-2 layers round up
-            y = nn.functional.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
-        return y
+        if min(h, w) < MIN_SIDE:
+            raise UserError(f"images must be at least {MIN_SIDE} pixels on each side for a style network, got {w}x{h}")
+        return self.up(self.res(self.down(x)))[..., :h, :w]
 
     def arguments(self) -> dict[str, int]:
         """What rebuilds this network from its weights file (recorded in the file's metadata)."""

@@ -66,22 +66,31 @@ def extraction_backend(requested: str, device: torch.device, precision: str) -> 
     return "onnxruntime" if installed else "torch"
 
 
+def _export(trunk: nn.Module, example: torch.Tensor, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.onnx.export(trunk, example, str(tmp), input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, dynamo=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _onnx_session(trunk: nn.Module, example: torch.Tensor, path: Path):
-    """An ONNX Runtime session of `trunk`, exported once to `path` (reused by later runs: keyed by weights)."""
+    """An ONNX Runtime session of `trunk`, exported once to `path` (reused by later runs: the name carries the
+    weights' digest); a damaged file is exported again."""
     import onnxruntime as ort
 
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            torch.onnx.export(trunk, example, str(tmp), input_names=["x"], output_names=["y"],
-                              dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, dynamo=False)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
+    if path.is_file():
+        try:
+            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception:  # damaged or from another exporter: make it again
+            path.unlink(missing_ok=True)
+    _export(trunk, example, path)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -140,7 +149,8 @@ def feature_data(data: ClassificationData, backbone: nn.Module, backbone_name: s
     """`data` with each split's images replaced by the backbone's features (from the cache when there).
 
     Returns (the feature data, {"cache": "hit" | "miss", "key": ...}). Features are float32 [N, D]; their
-    mean/std fields are unused (the batches do not normalize them).
+    mean/std fields are unused (the batches do not normalize them). The cache key leaves out the backend on
+    purpose: torch and ONNX Runtime compute the same features up to float rounding (tested to 1e-3).
     """
     from safetensors.torch import load_file
     from safetensors.torch import save as to_bytes

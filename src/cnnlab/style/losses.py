@@ -11,18 +11,18 @@ different layers and different loss networks differ by orders of magnitude (a VG
 times a relu5_1 one, EfficientNet's again different), so with raw terms every network and layer set needs
 its own hand-tuned weights; relative terms make a style weight of 1 mean "as much as the content" whatever
 the network, and let one set of defaults serve VGG and EfficientNet-Lite0 alike. ``relative=False`` gives
-the classic raw terms (benchmarks/style_gallery.py shows both: with raw terms on EfficientNet-Lite0 a style
-weight of 1e2 changes nothing visible and 1e4 already gives high-frequency noise; relative terms with style
-weight 10 and a TV weight of 10 give the painting's colours and strokes).
+the classic raw terms (benchmarks/style_gallery.py shows both on EfficientNet-Lite0: raw terms at style
+weights 1e2 and 1e4, without TV, stylize too, with more high-frequency noise; relative terms at style weight
+10 with a TV weight of 10 give the painting's colours and strokes more smoothly).
 
 ``smooth`` applies Wang et al.'s softmax transformation (CVPR 2021, "Rethinking and Improving the Robustness
 of Image Style Transfer") before the Gram matrix: a softmax over each channel's positions. Their argument:
 networks other than VGG have peaky activations whose raw Gram matrices are dominated by a few huge values.
-Measured here on EfficientNet-Lite0 (benchmarks/style_gallery.py, by eye): the per-layer relative terms
-already fix that imbalance, while the softmax (each channel normalized over its positions) throws away the
-channels' magnitudes, i.e. the colour statistics: outputs keep the photo's colours and gain noise, and
-L-BFGS finds invisible changes that lower the smoothed loss. So smoothing is available (``--smooth``) but off
-by default for every network.
+Measured here on EfficientNet-Lite0 with block outputs as style layers (benchmarks/style_gallery.py, by eye):
+the plain Gram loss already gives the painting's colours and strokes, while the softmax (each channel
+normalized over its positions) throws away the channels' magnitudes, i.e. the colour statistics: L-BFGS
+then finds nearly invisible changes that lower the smoothed loss, and the output stays the photo. So
+smoothing is available (``--smooth``) but off by default for every network.
 """
 
 from __future__ import annotations

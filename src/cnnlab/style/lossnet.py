@@ -7,11 +7,10 @@ Any registered ImageNet model can serve (``--loss-net NAME``, ``--weights FILE``
   where its torchvision weights are available (in torch's cache, or downloadable).
 - ``vgg16`` (Johnson et al.'s fast style transfer): content relu2_2; style relu1_2, relu2_2, relu3_3, relu4_3.
 - ``efficientnet_lite0``: the ImageNet weights that install everywhere, so the default where nothing can be
-  downloaded. With the classic raw Gram terms it needs a style weight tuned over orders of magnitude and
-  still gives high-frequency noise; with each layer's term relative to its target (losses.py) it gives the
-  painting's colours and strokes at the same weights as VGG (Wang et al.'s softmax smoothing, tried, did
-  worse: losses.py). Style layers are the outputs of MBConv blocks 0, 2, 4, 7 and 10 (112, 56, 28, 14, 14 px
-  at 224 input: fine to coarse texture), content block 7.
+  downloaded. Contrary to the reputation of non-VGG loss networks, its plain Gram loss on the outputs of
+  MBConv blocks 0, 2, 4, 7 and 10 (112, 56, 28, 14, 14 px at 224 input: fine to coarse texture; content
+  block 7) gives the painting's colours and strokes, at the same relative weights as VGG (losses.py);
+  Wang et al.'s softmax smoothing, tried, did worse (losses.py; benchmarks/style_gallery.py).
 
 VGG layers can be named relu4_2, conv1_1, pool3, ... (translated to ``features.N``); other networks take
 module names (``_blocks.7``). The forward pass stops once the deepest requested layer has run.

@@ -4,8 +4,8 @@ with `cnnlab.style.optimize`.
 
     python benchmarks/style_gallery.py [--size 256] [--iterations 200] [--loss-net efficientnet_lite0]
 
-Writes benchmarks/results/style-gallery-<CPU class>.png (photos x paintings, smoothing on),
-style-losses-<CPU class>.png (the same pairs with raw, relative and smoothed loss terms), style-content-weights-<CPU class>.png
+Writes benchmarks/results/style-gallery-<CPU class>.jpg (photos x paintings, smoothing on),
+style-losses-<CPU class>.jpg (the same pairs with raw, relative and smoothed loss terms), style-content-weights-<CPU class>.jpg
 and a .md file with the settings and seconds. Judge the pictures by eye: that is the point of them.
 """
 
@@ -69,9 +69,9 @@ def main() -> None:
             row += [run(photo, painting, args, work)[0] for painting in PAINTINGS]
             rows.append(row)
             labels.append([Path(photo).stem] + ["stylized"] * len(PAINTINGS))
-        image_grid(rows, labels, results / f"style-gallery-{klass}.png",
+        image_grid(rows, labels, results / f"style-gallery-{klass}.jpg",
                    title=f"{args.loss_net}, {args.iterations} L-BFGS iterations at {args.size} px")
-        lines.append(f"- style-gallery-{klass}.png: {len(PHOTOS)} photos x {len(PAINTINGS)} paintings")
+        lines.append(f"- style-gallery-{klass}.jpg: {len(PHOTOS)} photos x {len(PAINTINGS)} paintings")
     if "losses" in args.only:
         rows, labels = [], []
         for photo, painting in (("chelsea.png", "starry_night.jpg"), ("china.jpg", "the_scream.jpg")):
@@ -82,17 +82,17 @@ def main() -> None:
             rows.append(row)
             labels.append([Path(painting).stem, "raw terms, style 1e2", "raw terms, style 1e4",
                            f"relative (default), style {args.style_weight:g}", "relative + softmax smoothing"])
-        image_grid(rows, labels, results / f"style-losses-{klass}.png",
+        image_grid(rows, labels, results / f"style-losses-{klass}.jpg",
                    title=f"{args.loss_net}: what makes a non-VGG loss network work")
-        lines.append(f"- style-losses-{klass}.png: raw loss terms (style weight 1e2, 1e4; no TV), relative terms, "
+        lines.append(f"- style-losses-{klass}.jpg: raw loss terms (style weight 1e2, 1e4; no TV), relative terms, "
                      f"relative + Wang et al.'s softmax smoothing")
     if "weights" in args.only:
         weights = [float(w) for w in args.content_weights.split(",")]
         images = [run("chelsea.png", "great_wave.jpg", args, work, content_weights=[w])[0] for w in weights]
         image_grid([images], [[f"content weight {w:g}" for w in weights]],
-                   results / f"style-content-weights-{klass}.png", title="content weight vs style (style weight "
+                   results / f"style-content-weights-{klass}.jpg", title="content weight vs style (style weight "
                    f"{args.style_weight:g})")
-        lines.append(f"- style-content-weights-{klass}.png: content weights {args.content_weights}")
+        lines.append(f"- style-content-weights-{klass}.jpg: content weights {args.content_weights}")
     minutes = (time.perf_counter() - start) / 60
     save_result("style-gallery", f"# Style transfer pictures\n\n{banner}\n\nWritten by `python "
                                  f"benchmarks/style_gallery.py` with size {args.size}, {args.iterations} iterations, "

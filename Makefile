@@ -10,7 +10,7 @@ ifneq ($(wildcard $(SHARED_DATA)),)
 export CNNLAB_DATA ?= $(SHARED_DATA)
 endif
 
-.PHONY: demo test test-slow bench venv clean
+.PHONY: demo test test-slow bench venv clean browser course
 
 venv: $(STAMP)
 
@@ -26,8 +26,16 @@ demo: $(STAMP)
 	$(BIN)/cnnlab train --config configs/demo.yaml --out $$run && \
 	$(BIN)/cnnlab report $$run -o $$run/report --title "make demo: the course CNN in 2 minutes"
 
-test: $(STAMP)
+# The course's five tasks in a small budget (20 minutes; `cnnlab course --minutes 60` for the full plan).
+course: $(STAMP)
+	$(BIN)/cnnlab course --minutes 20 --out runs/course-20min
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# Headless Chromium for tests/test_browser.py (Debian packages; see scripts/ensure-browser).
+browser:
+	@scripts/ensure-browser
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
@@ -36,4 +44,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache test-artifacts

@@ -90,3 +90,90 @@ def test_each_rank_resumes_its_own_random_state(tiny_overrides, tmp_path, monkey
     with pytest.raises(UserError):
         train(config.resolve(None, {**tiny_overrides, "out": str(out)}), resume=out, callbacks=[Capture(1)])
     assert torch.equal(seen["state"], saved[1]["cpu"])
+
+
+def _kill_matching(fragment: str) -> None:
+    """SIGKILL every process whose command line holds `fragment` (Linux /proc)."""
+    import signal
+    from pathlib import Path
+
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit() or int(proc_dir.name) == os.getpid():
+            continue
+        try:
+            if fragment in (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                os.kill(int(proc_dir.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue
+
+
+def test_a_run_started_with_two_processes_resumes_in_one(tmp_path, fake_cifar_root):
+    """Killed mid-run under torchrun, continued by one plain process: the global batch (and so the schedule)
+    is kept; the result matches an uninterrupted 2-process run up to the order of float sums."""
+    import signal
+    import time
+
+    args = [*COMMON, "--epochs", "4", "--data-root", fake_cifar_root]
+    whole = torchrun([*args, "--out", tmp_path / "whole"])
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    out = tmp_path / "cut"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                             "-m", "cnnlab", "train", *map(str, args), "--out", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        checkpoint = out / "checkpoint.pt"
+        if checkpoint.is_file() and torch.load(checkpoint, weights_only=True)["fit"]["epoch"] >= 2:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher ...
+    proc.wait()
+    _kill_matching(str(out))  # ... and its workers, which torchrun starts in sessions of their own
+    assert not (out / "summary.json").exists(), "the run finished before it could be killed"
+    resumed = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--resume", str(out), "--data-root",
+                              str(fake_cifar_root), "--no-progress"], capture_output=True, text=True, env=env,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = json.loads((tmp_path / "whole" / "summary.json").read_text()), json.loads((out / "summary.json").read_text())
+    assert a["world_size"] == 2 and b["world_size"] == 1 and b["resumed"] and b["epochs"] == a["epochs"] == 4
+    assert abs(a["test_accuracy"] - b["test_accuracy"]) <= 0.02
+    wa, wb = load_file(tmp_path / "whole" / "best.safetensors"), load_file(out / "best.safetensors")
+    for k in wa:
+        if wa[k].is_floating_point():
+            assert torch.allclose(wa[k], wb[k], rtol=1e-3, atol=1e-4), k
+
+
+def test_sync_batchnorm_on_cpu_processes_is_a_clear_error(monkeypatch):
+    from cnnlab.errors import UserError
+
+    distributed.check_sync_batchnorm(True, torch.device("cpu"))  # one process: nothing to synchronize
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="CUDA only"):
+        distributed.check_sync_batchnorm(True, torch.device("cpu"))
+    distributed.check_sync_batchnorm(False, torch.device("cpu"))
+    distributed.check_sync_batchnorm(True, torch.device("cuda", 0))
+
+
+def test_a_parallel_grid_gives_the_serial_grids_results(tmp_path, fake_cifar_root):
+    """`cnnlab ablate --workers 2`: two runs at once, one core each; every run equals the same run of a serial
+    grid with one thread per run, bit for bit."""
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("name: tiny\nbase: {model: {name: cnn4, widths: [8, 16], fc_width: 32}}\n"
+                    "runs:\n  - name: adam\n    set: {optim.name: adam, optim.lr: 0.003}\n"
+                    "  - name: sgd\n    set: {optim.name: sgd, optim.lr: 0.05}\n")
+    common = [f"data.root={fake_cifar_root}", "data.val_size=100", "train.batch_size=50", "train.epochs=2",
+              "data.download=false", "train.threads=1", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for tag, extra in (("serial", []), ("parallel", ["--workers", "2"])):
+        proc = subprocess.run([sys.executable, "-m", "cnnlab", "ablate", str(grid), "--out", str(tmp_path / tag),
+                               *common, *extra], capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("adam", "sgd"):
+        a = load_file(tmp_path / "serial" / name / "best.safetensors")
+        b = load_file(tmp_path / "parallel" / name / "best.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+        sa = json.loads((tmp_path / "serial" / name / "summary.json").read_text())
+        sb = json.loads((tmp_path / "parallel" / name / "summary.json").read_text())
+        assert sa["test_accuracy"] == sb["test_accuracy"]
+    assert (tmp_path / "parallel" / "comparison.csv").read_text().count("\n") == 3

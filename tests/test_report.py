@@ -85,3 +85,73 @@ def test_report_bad_input(tmp_path):
     (tmp_path / "empty").mkdir()
     proc = cnnlab("report", tmp_path / "empty", "-o", tmp_path / "out")
     assert_one_line_error(proc, "holds no cnnlab run")
+
+
+def _config_run(folder: Path, config: str, summary: dict) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(config)
+    (folder / "summary.json").write_text(json.dumps(summary))
+    (folder / "metrics.csv").write_text("epoch,val_accuracy\n1,0.5\n2,0.6\n")
+    return folder
+
+
+def test_course_report_places_runs_in_the_five_tasks_beside_the_published_figures(tmp_path):
+    aug = "data: {augment: {translate: 0.1, flip: true}}\n"
+    cnn = _config_run(tmp_path / "r" / "a-cnn", "model: {name: cnn4, batchnorm: true, dropout: [0.25, 0.25, 0.5]}\n"
+                      + aug, {"kind": "train", "test_accuracy": 0.6311, "best_val_accuracy": 0.64,
+                              "budget_minutes": 2, "cpu_class": "avx2-no-bf16", "precision": "fp32", "epochs": 3})
+    mlp = _config_run(tmp_path / "r" / "b-mlp", "model: {name: mlp}\ntrain: {epochs: 200}\n",
+                      {"kind": "train", "test_accuracy": 0.4012})
+    feats = _config_run(tmp_path / "r" / "c-features", "model: {name: efficientnet_lite0}\n",
+                        {"kind": "features", "val_accuracy": 0.9, "best_val_accuracy": 0.9122})
+    plain = _config_run(tmp_path / "r" / "d-finetune", "schedule: {name: constant}\n",
+                        {"kind": "finetune", "best_val_accuracy": 0.8833})
+    plateau = _config_run(tmp_path / "r" / "e-finetune", "schedule: {name: plateau}\ndata: {augment: {flip: true}}\n",
+                          {"kind": "finetune", "best_val_accuracy": 0.9444})
+    styled = tmp_path / "r" / "f-style"
+    styled.mkdir()
+    (styled / "summary.json").write_text(json.dumps({"kind": "style_network", "final_loss": 3.25}))
+    save_png(torch.rand(3, 16, 16), styled / "evolution.png")
+    index = write_report([styled, plateau, plain, feats, mlp, cnn], tmp_path / "out", course=True)
+    html = index.read_text()
+    # The five tasks, in order, before the runs; each run's section follows its task's table.
+    positions = [html.index(f'id="task{i}"') for i in range(1, 6)]
+    assert positions == sorted(positions)
+    where = {name: html.index(f'id="{name}"') for name in ("a-cnn", "b-mlp", "c-features", "d-finetune",
+                                                             "e-finetune", "f-style")}
+    bounds = [*positions, len(html)]
+    for name, task in (("a-cnn", 1), ("b-mlp", 1), ("c-features", 2), ("d-finetune", 3), ("e-finetune", 4),
+                       ("f-style", 5)):
+        assert bounds[task - 1] < where[name] < bounds[task], name
+
+    def row(label: str) -> str:
+        return re.search(rf"<tr><td>{re.escape(label)}</td>(.*?)</tr>", html, re.S).group(1)
+
+    # Course figure beside cnnlab's, cnnlab's linked to its run's section, with its conditions.
+    bn = row("CNN + batch norm + dropout + augmentation")
+    assert "89.00 %" in bn and '<a href="#a-cnn">63.11 %</a>' in bn and "budget 2 min" in bn and "avx2" in bn
+    assert "35.00 %" in row("2-FC network, 200 epochs") and "40.12 %" in row("2-FC network, 200 epochs")
+    assert "not run" in row("2-FC network, 100 epochs")
+    assert "89.80 %" in row("ImageNet features + softmax") and "91.22 %" in row("ImageNet features + softmax")
+    assert "93.20 %" in row("fine-tuning, low learning rate") and "88.33 %" in row("fine-tuning, low learning rate")
+    tuned = row("fine-tuning + reduce-on-plateau + augmentation")
+    assert "92.80 %" in tuned and "94.44 %" in tuned
+    assert "3.25" in row("fast style network (Johnson et al.): training loss at the end")
+    assert "validation split" in html and "test set" in html  # the protocol difference is stated
+    for ref in _refs(index):
+        assert ref.startswith("#") or (index.parent / ref).is_file(), ref
+
+
+def test_course_figures_keep_the_keys_of_the_published_ones():
+    from cnnlab.report import course
+
+    figures = course.published()
+    assert figures["task1"]["cnn_bn_dropout_aug"] == pytest.approx(0.89)
+    assert figures["task1"]["fc_100"] == pytest.approx(0.36)
+    assert figures["task1"]["cnn_aggressive_dropout"] is None  # the course showed its curves only
+    assert figures["task2"]["features_softmax"] == pytest.approx(0.898)
+    assert course.task1_key({"model": {"name": "cnn4", "dropout": "aggressive"},
+                             "data": {"augment": {"flip": True}}}) == "cnn_aggressive_dropout"
+    assert course.task1_key({"model": {"name": "cnn4", "dropout": [0.25, 0.25, 0.5]}}) == "cnn"
+    assert course.task1_key({"model": {"name": "cnn4", "dropout": "none"}}) is None
+    assert course.task1_key({"model": {"name": "mlp"}, "train": {"epochs": 100}}) == "fc_100"

@@ -145,3 +145,51 @@ def test_symlinked_files_inside_a_run_are_not_published(tmp_path):
         page = c.get("/runs/r/report/index.html").text
         assert "leak" not in page and c.get("/runs/r/report/assets/r/leak.png").status_code == 404
         assert str(tmp_path) not in page  # no server paths in served pages
+
+
+def _events(client, url: str) -> list[tuple[str, dict]]:
+    import json
+
+    events, name = [], None
+    with client.stream("GET", url) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                name = line[len("event: "):]
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line[len("data: "):])))
+    return events
+
+
+def test_a_run_started_from_the_page_streams_its_epochs_then_its_summary(tmp_path, fake_cifar_root):
+    with TestClient(create_app(tmp_path / "runs", data_root=str(fake_cifar_root))) as c:
+        assert c.post("/api/train", data={"preset": "nope"}).status_code == 400
+        refused = c.post("/api/train", data={"preset": "demo", "minutes": "999"})
+        assert refused.status_code == 400 and "minutes" in refused.json()["error"]
+        started = c.post("/api/train", data={"preset": "demo", "minutes": "0.3", "train_images": "300"})
+        assert started.status_code == 202, started.text
+        job = started.json()
+        assert c.post("/api/train", data={"preset": "demo"}).status_code == 409  # one at a time
+        events = _events(c, job["events"])
+        kinds = [k for k, _ in events]
+        assert kinds[0] == "start" and kinds[-1] == "done", events[-1]
+        epochs = [d for k, d in events if k == "epoch"]
+        metrics = (tmp_path / "runs" / job["run"] / "metrics.csv").read_text().splitlines()
+        assert len(epochs) == len(metrics) - 1 >= 1  # one event per row the run wrote, none missed
+        assert all(0 <= e["val_accuracy"] <= 1 for e in epochs)
+        done = events[-1][1]
+        assert 0 <= done["test_accuracy"] <= 1 and done["report"] == f"/runs/{job['run']}/report/index.html"
+        assert c.get(done["report"]).status_code == 200
+        assert c.get("/api/train/" + "0" * 32 + "/events").status_code == 404
+        assert c.get("/api/train/..%2f/events").status_code == 404
+
+
+def test_a_run_that_fails_streams_its_one_line_error(tmp_path, monkeypatch):
+    for proxy in ("http_proxy", "https_proxy"):  # the run's download attempt fails at once, offline or not
+        monkeypatch.setenv(proxy, "http://127.0.0.1:9")
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    with TestClient(create_app(tmp_path / "runs", data_root=str(empty))) as c:
+        job = c.post("/api/train", data={"preset": "demo", "minutes": "0.3", "train_images": "300"}).json()
+        kind, data = _events(c, job["events"])[-1]
+        assert kind == "failed" and "CIFAR-10" in data["error"] and str(tmp_path / "runs") not in data["error"]

@@ -123,8 +123,9 @@ def plan(grid_file: str | Path, out: str | Path | None = None, *, max_epochs: fl
 
 def ablate(grid_file: str | Path, out: str | Path | None = None, *, max_epochs: float | None = None,
            max_minutes: float | None = None, minutes: float | None = None, only: list[str] | None = None,
-           overrides: dict[str, Any] | None = None) -> Path:
-    """Run (or continue) every run of the grid, then write the comparison; returns the output folder."""
+           overrides: dict[str, Any] | None = None, workers: int = 1) -> Path:
+    """Run (or continue) every run of the grid, then write the comparison; returns the output folder.
+    `workers` > 1: that many runs at once, each in its own process (see run_parallel)."""
     name, out_dir, planned = plan(grid_file, out, max_epochs=max_epochs, max_minutes=max_minutes,
                                   minutes=minutes, overrides=overrides)
     if only:
@@ -137,6 +138,11 @@ def ablate(grid_file: str | Path, out: str | Path | None = None, *, max_epochs: 
         selected = planned
     runs.RunDir(out_dir).create()
     failures: dict[str, str] = {}
+    if workers > 1:
+        _check_finished_configs(selected)
+        failures = run_parallel(selected, out_dir, workers)
+        write_comparison(name, out_dir, planned, failures)
+        return out_dir
     for i, item in enumerate(selected, 1):
         run = runs.RunDir(item.config.out)
         if run.finished:
@@ -157,6 +163,91 @@ def ablate(grid_file: str | Path, out: str | Path | None = None, *, max_epochs: 
         write_comparison(name, out_dir, planned, failures)
     write_comparison(name, out_dir, planned, failures)
     return out_dir
+
+
+def _check_finished_configs(selected: list[PlannedRun]) -> None:
+    for item in selected:
+        run = runs.RunDir(item.config.out)
+        if run.finished:
+            diff = config_mod.differences(config_mod.resolve(run / runs.CONFIG), item.config)
+            if diff:
+                raise UserError(f"{run} was finished with another config ({diff[0]}); use another --out for "
+                                f"this grid, or delete that run")
+
+
+def worker_slots(workers: int) -> list[dict[str, str]]:
+    """Environment of each worker: its share of the CPU cores (threads), or one GPU each when there are GPUs
+    (CUDA_VISIBLE_DEVICES), so that parallel runs never oversubscribe the machine."""
+    import os
+
+    import torch
+
+    if workers < 1:
+        raise UserError(f"--workers must be 1 or more, got {workers}")
+    if torch.cuda.is_available():
+        gpus = torch.cuda.device_count()
+        if workers > gpus:
+            raise UserError(f"--workers {workers} but this machine has {gpus} GPU(s); give at most one worker "
+                            f"per GPU")
+        return [{"CUDA_VISIBLE_DEVICES": str(i), "train.threads": "1"} for i in range(workers)]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if workers > cores:
+        raise UserError(f"--workers {workers} but this machine has {cores} cores; give at most one worker per "
+                        f"core (more would oversubscribe it and every run would be slower)")
+    return [{"train.threads": str(cores // workers)} for _ in range(workers)]
+
+
+def run_parallel(selected: list[PlannedRun], out_dir: Path, workers: int) -> dict[str, str]:
+    """Each unfinished run as its own `cnnlab train` process, `workers` at a time, each with its share of the
+    cores or its own GPU; finished runs skipped, interrupted ones resumed, as in a serial grid. A run's
+    output goes to its train.log. Returns {run: error line} for the runs that failed."""
+    import os
+    import queue
+    import subprocess
+    import sys
+    import threading
+
+    slots: queue.Queue = queue.Queue()
+    for slot in worker_slots(workers):
+        slots.put(slot)
+    failures: dict[str, str] = {}
+    lock = threading.Lock()
+    todo = [item for item in selected if not runs.RunDir(item.config.out).finished]
+    for item in selected:
+        if item not in todo:
+            print(f"{item.name}: finished, skipped", flush=True)
+    configs = runs.RunDir(out_dir / ".configs").create()
+
+    def one(item: PlannedRun) -> None:
+        slot = slots.get()
+        try:
+            run = runs.RunDir(item.config.out).create()
+            config_file = configs.write_text(f"{item.name}.yaml", item.config.to_yaml())
+            resume = ["--resume", str(run.path)] if run.exists(runs.CHECKPOINT) else []
+            cmd = [sys.executable, "-m", "cnnlab", "train", "--config", str(config_file), "--out", str(run.path),
+                   *resume, f"train.threads={slot['train.threads']}"]
+            env = {**os.environ, **{k: v for k, v in slot.items() if k.isupper()},
+                   "OMP_NUM_THREADS": slot["train.threads"]}
+            with lock:
+                print(f"{item.name}: {'resuming' if resume else 'training'} ({', '.join(f'{k}={v}' for k, v in slot.items())})",
+                      flush=True)
+            with open(run.path / "train.log", "ab") as log:
+                code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+            if code != 0:
+                lines = (run.path / "train.log").read_text(errors="replace").strip().splitlines()
+                with lock:
+                    failures[item.name] = lines[-1] if lines else f"exit code {code}"
+            with lock:
+                print(f"{item.name}: {'done' if code == 0 else 'failed: ' + failures[item.name]}", flush=True)
+        finally:
+            slots.put(slot)
+
+    threads = [threading.Thread(target=one, args=(item,)) for item in todo]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return failures
 
 
 def _differing_keys(planned: list[PlannedRun]) -> list[str]:

@@ -208,6 +208,7 @@ def _open_session(cfg: Config, resume: str | Path | None, wall_start: float) -> 
     check_names(cfg)
     run, cfg = _prepare_run_dir(cfg, resume)
     device = select_device(cfg.train.device, distributed.local_rank())
+    distributed.check_sync_batchnorm(cfg.train.sync_batchnorm, device)
     distributed.init(device)
     threads = configure_threads(cfg.train.threads, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     execution = resolve_execution(device, cfg.train.precision, cfg.train.channels_last)
@@ -300,10 +301,13 @@ def load_data(cfg: Config, session: Session) -> tuple[data_mod.ClassificationDat
     return data, meta, notes
 
 
-def _fit(trainer: Trainer, run: runs.RunDir, train_batches, val_batches, epoch_steps: list[int], progress):
-    """trainer.fit with the run's messages for Ctrl-C and divergence."""
+def _fit(trainer: Trainer, run: runs.RunDir, train_batches, val_batches, epoch_steps: list[int], progress,
+         detect_anomaly: bool = False):
+    """trainer.fit with the run's messages for Ctrl-C and divergence (`detect_anomaly`: autograd names the
+    operation that produced a NaN, for debugging)."""
     try:
-        return trainer.fit(train_batches, val_batches, epoch_steps, progress)
+        with torch.autograd.set_detect_anomaly(detect_anomaly):
+            return trainer.fit(train_batches, val_batches, epoch_steps, progress)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted after {trainer.state.epoch} finished epochs; continue with: "
                           f"cnnlab train --resume {run}") from None
@@ -328,7 +332,13 @@ def train(cfg: Config, *, resume: str | Path | None = None, callbacks: Sequence[
     cfg, run, device = session.cfg, session.run, session.device
     data, meta, notes = load_data(cfg, session)
     _check_fits(cfg, data)
-    checkpoint = run.load_checkpoint(device) if resume is not None else None
+    checkpoint = None
+    if resume is not None and run.exists(runs.CHECKPOINT):
+        checkpoint = run.load_checkpoint(device)
+    elif resume is not None:  # killed before its first epoch ended: nothing to lose, start it again
+        if distributed.is_main():
+            print(f"{run} has no finished epoch yet: starting it from the beginning", flush=True)
+        resume = None
     plan = _budget_plan(session, data, checkpoint)
     run_cfg = budget.stretch(cfg, plan.epochs, models.epoch_arguments(cfg.model.name, cfg.model.args)) \
         if plan else cfg
@@ -342,7 +352,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, callbacks: Sequence[
     extra += list(model.training_callbacks(run_cfg)) if hasattr(model, "training_callbacks") else []
     if t.lookahead.every:
         extra.append(Lookahead(t.lookahead, len(train_batches)))
-    train_module = distributed.wrap(model, device)
+    train_module = distributed.wrap(model, device, t.sync_batchnorm)
     if t.compile:
         train_module = torch.compile(train_module)
     recorder = RunRecorder(run, has_val, meta, {"budget_plan": plan.record() if plan else None})
@@ -362,7 +372,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, callbacks: Sequence[
               f"{epochs} epochs ({sum(epoch_steps)} steps), {device}, {session.threads} threads -> {run}", flush=True)
 
     state = _fit(trainer, run, train_batches, val_batches if has_val else None, epoch_steps,
-                 ProgressBar if (t.progress and distributed.is_main()) else None)
+                 ProgressBar if (t.progress and distributed.is_main()) else None, t.detect_anomaly)
     if distributed.is_main():
         _finish(session, run_cfg, data, trainer, state, test_batches, plan, notes, resumed=resume is not None)
     distributed.barrier()

@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", metavar="RUN_DIR", help="run directory to create")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch)")
+    t.add_argument("--detect-anomaly", action="store_true",
+                   help="debug a loss that turns NaN: name the operation that produced it (slow)")
     _add_run_flags(t)
 
     _add_transfer_commands(sub)
@@ -91,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     r.add_argument("-o", "--out", metavar="OUT_DIR", required=True, help="where index.html and assets/ go")
     r.add_argument("--title", default="cnnlab report")
+    r.add_argument("--course", action="store_true",
+                   help="lay it out as the course write-up: its five tasks in order, its published figures "
+                        "beside cnnlab's (each linked to its run)")
 
     w = sub.add_parser("serve", help="a local web app: runs and reports, classify and stylize uploads")
     w.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -98,6 +103,25 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--runs", metavar="DIR", default="runs", help="the run directories to browse (default runs)")
     w.add_argument("--max-upload-mb", type=float, default=10.0, help="larger uploads get 413 (default 10)")
     w.add_argument("--threads", type=int)
+    w.add_argument("--data-root", metavar="DIR", help="where runs started from the page find CIFAR-10 "
+                                                        "(default: $CNNLAB_DATA, else ~/.cache/cnnlab)")
+
+    co = sub.add_parser("course", help="reproduce the course's five tasks in a time budget, then its report",
+                        description="Every experiment of the course's write-up as a plan of ordinary cnnlab runs, "
+                                    "each with its share of --minutes; resumable (the same command continues it); "
+                                    "ends with OUT/report/index.html and OUT/course.json.")
+    co.add_argument("--minutes", type=float, default=60.0, help="the whole course's budget (default 60)")
+    co.add_argument("--terrassa", metavar="PATH", help="the building dataset (default: the scenes dataset under "
+                                                       "the data root, standing in for Terrassa Buildings 900)")
+    co.add_argument("--content-dir", metavar="DIR", help="photos for the style network (default: the building "
+                                                         "dataset's training photos)")
+    co.add_argument("--styles", nargs="+", metavar="IMG", help="paintings (default: starry_night.jpg of the data "
+                                                               "root); the first trains the style network")
+    co.add_argument("--out", metavar="DIR", default="runs/course", help="course folder (default runs/course)")
+    co.add_argument("--full", action="store_true", help="the course's own epochs instead of a budget (a GPU job)")
+    co.add_argument("--limit-train", type=int, metavar="N", help="CIFAR-10 runs train on N images (quick looks)")
+    co.add_argument("--style-size", type=int, default=256, help="style images' side in pixels (default 256)")
+    co.add_argument("--data-root", metavar="PATH", help="data folder (default: $CNNLAB_DATA, else ~/.cache/cnnlab)")
 
     c = sub.add_parser("compare", help="one table and plot over runs (CIFAR, transfer, features, finetune)")
     c.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -116,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cut each run after M minutes of training (not annealed: for truncation studies)")
     a.add_argument("--only", nargs="+", metavar="RUN", help="run only these runs of the grid")
     a.add_argument("--list", action="store_true", help="list the runs and their settings, run nothing")
+    a.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="run N grid points at once, each in its own process with its share of the cores (or "
+                        "one GPU each); results as a serial grid's with the same threads per run")
     a.add_argument("--no-progress", action="store_true")
     _add_run_flags(a)
 
@@ -312,7 +339,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from .serve import create_app
 
         app = create_app(args.runs, args.max_upload_mb,
-                         allowed_hosts=["127.0.0.1", "localhost", "[::1]"] if local else None)
+                         allowed_hosts=["127.0.0.1", "localhost", "[::1]"] if local else None,
+                         data_root=args.data_root)
     except (ImportError, RuntimeError) as exc:  # python-multipart missing is a RuntimeError at app creation
         raise UserError(f"cnnlab serve needs the web extra ({exc}): pip install 'cnnlab[serve]'") from None
     configure_threads(args.threads)
@@ -321,10 +349,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_course(args: argparse.Namespace) -> int:
+    from .course import CourseSettings, run_course
+
+    if args.limit_train is not None and args.limit_train < 1 or args.style_size < 16:
+        raise UserError(f"--limit-train must be 1 or more and --style-size 16 or more, got {args.limit_train} "
+                        f"and {args.style_size}")
+    run_course(CourseSettings(minutes=args.minutes, out=args.out, terrassa=args.terrassa,
+                              content_dir=args.content_dir, styles=list(args.styles or []), full=args.full,
+                              data_root=args.data_root, limit_train=args.limit_train, style_size=args.style_size))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report.html import write_report
 
-    index = write_report(args.run_dirs, args.out, title=args.title)
+    index = write_report(args.run_dirs, args.out, title=args.title, course=args.course)
     print(f"report: {index}")
     return 0
 
@@ -352,12 +392,15 @@ def cmd_train(args: argparse.Namespace) -> int:
             overrides[key] = value
     if args.no_progress:
         overrides["train.progress"] = False
+    if args.detect_anomaly:
+        overrides["train.detect_anomaly"] = True
     if args.resume:
         changes = [f for f, k in TRAIN_SHORTCUTS.items() if getattr(args, f) is not None and f not in RESUME_OK]
         if args.config is None and not args.overrides and not changes:
             # Plain resume: the run's own config, with this invocation's where-it-runs settings.
             runtime = {k: v for k, v in overrides.items()
-                       if k in ("data.root", "train.device", "train.threads", "train.progress")}
+                       if k in ("data.root", "train.device", "train.threads", "train.progress",
+                                "train.detect_anomaly")}
             cfg = config_mod.resolve(f"{args.resume}/config.yaml", runtime)
             cfg.out = args.resume
         else:
@@ -402,7 +445,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
             print(f"{p.name}: {settings} (epochs {p.config.train.epochs:g}) -> {p.config.out}")
         return 0
     out_dir = ablate(args.grid, args.out, max_epochs=args.max_epochs, max_minutes=args.max_minutes,
-                     minutes=args.minutes, only=args.only, overrides=overrides)
+                     minutes=args.minutes, only=args.only, overrides=overrides, workers=args.workers)
     print((out_dir / "comparison.md").read_text())
     print(f"comparison written to {out_dir}/comparison.csv, comparison.md, comparison.png")
     return 0
@@ -477,6 +520,8 @@ def _add_stylize(sub) -> None:
     t.add_argument("--batch-size", type=int, default=4)
     t.add_argument("--epochs", type=float, default=2.0)
     t.add_argument("--iterations", type=int, default=0, help="train this many steps instead of --epochs")
+    t.add_argument("--minutes", type=float, default=0.0, metavar="M",
+                   help="stop after M minutes of training (a time budget; previews and checkpoint kept)")
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--content-weight", type=float, default=1.0)
     t.add_argument("--style-weight", type=float, default=10.0)
@@ -588,8 +633,8 @@ def _stylize_train(args: argparse.Namespace) -> int:
             raise UserError("--style IMG and --content-dir DIR are required (or --resume RUN_DIR)")
         settings = style.StyleTrainSettings(
             style=args.style, content_dir=args.content_dir, image_size=args.image_size, style_size=args.style_size,
-            batch_size=args.batch_size, epochs=args.epochs, iterations=args.iterations, lr=args.lr,
-            content_weight=args.content_weight, style_weight=args.style_weight, tv_weight=args.tv_weight,
+            batch_size=args.batch_size, epochs=args.epochs, iterations=args.iterations, minutes=args.minutes,
+            lr=args.lr, content_weight=args.content_weight, style_weight=args.style_weight, tv_weight=args.tv_weight,
             width=args.width, residual_blocks=args.residual_blocks, loss_net=args.loss_net or "",
             loss_net_weights=args.weights, preview_every=args.preview_every, limit_images=args.limit_images,
             seed=args.seed, precision=args.precision)
@@ -662,7 +707,8 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "ablate": cmd_ablate, "visualize": cmd_visualize,
             "models": cmd_models, "doctor": cmd_doctor, "transfer": cmd_transfer, "features": cmd_transfer,
             "finetune": cmd_transfer, "predict": cmd_predict, "compare": cmd_compare,
-            "stylize": cmd_stylize, "report": cmd_report, "serve": cmd_serve}
+            "stylize": cmd_stylize, "report": cmd_report, "serve": cmd_serve,
+            "course": cmd_course}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -688,6 +734,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"cnnlab {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # the disk or the file system said no: the file and what to do, no traceback
+        print(f"cnnlab {args.command}: error: {os_error_message(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for a failed read or write: what failed, on which file, and what to do."""
+    import errno
+
+    where = f" ({exc.filename})" if exc.filename else ""
+    advice = {errno.ENOSPC: "the disk is full; free some space (earlier results are intact) and resume",
+              errno.EDQUOT: "the disk quota is used up; free some space and resume",
+              errno.EROFS: "the file system is read-only; choose another --out",
+              errno.EACCES: "permission denied; choose a folder you can write to",
+              errno.EPERM: "operation not permitted; choose a folder you can write to"}.get(
+        exc.errno, "check the path and the disk")
+    return f"{exc.strerror or exc}{where}: {advice}"
 
 
 if __name__ == "__main__":

@@ -204,6 +204,12 @@ class TrainConfig:
     only (cheaper: validation with test-time augmentation is a large part of a short CPU run)."""
     progress: bool = True
     """Show a progress bar per epoch."""
+    sync_batchnorm: bool = False
+    """Under torchrun on GPUs: batch norms use the statistics of the whole global batch instead of each
+    process's share (PyTorch's SyncBatchNorm; CUDA only, an error on CPU processes, nothing in one process)."""
+    detect_anomaly: bool = False
+    """Debugging a loss that turns NaN: autograd's anomaly mode names the operation that produced it (several
+    times slower; off by default)."""
     deterministic: bool = False
     """Deterministic kernels (bit-identical reruns on a GPU; a little slower). CPU runs are deterministic anyway."""
 
@@ -264,7 +270,8 @@ class Config:
 
 
 # Fields that may differ when a run is resumed: where it runs, not what it computes.
-RESUME_EXEMPT = {"out", "train.threads", "train.progress", "train.device", "data.root", "data.download"}
+RESUME_EXEMPT = {"out", "train.threads", "train.progress", "train.device", "data.root", "data.download",
+                 "train.detect_anomaly"}
 
 VALID_CHOICES = {
     "train.precision": ("auto", "fp32", "bf16"),
@@ -332,7 +339,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if origin is list:
             (item_tp,) = typing.get_args(tp)
             if isinstance(value, str):
-                value = yaml.safe_load(value)
+                try:
+                    value = yaml.safe_load(value)
+                except yaml.YAMLError:  # not a YAML list (control characters, bad syntax): a wrong value
+                    raise ValueError from None
             if not isinstance(value, (list, tuple)):
                 raise ValueError
             return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]

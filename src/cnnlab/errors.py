@@ -18,6 +18,12 @@ class UserError(Exception):
 
     exit_code = EXIT_USER_ERROR
 
+    def __str__(self) -> str:
+        # One line whatever the input quoted in it holds: control characters (a newline in a YAML key, a
+        # NUL in a file name) are shown escaped, as \n or \x00.
+        text = super().__str__()
+        return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ' (did you mean 'x'?)' for the closest choice, or '' when nothing is close."""

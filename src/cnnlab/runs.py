@@ -27,6 +27,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,11 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+# Fault injection (tests/test_crash_safety.py): seconds to pause in the middle of every write, so that a kill
+# lands inside one. Never set in normal use.
+SLOW_WRITES = float(os.environ.get("CNNLAB_SLOW_WRITES", "0") or 0)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, rename over `path`, fsync the folder."""
     path = Path(path)
@@ -73,6 +79,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as fh:
+            if SLOW_WRITES:
+                fh.write(data[: len(data) // 2])
+                fh.flush()
+                time.sleep(SLOW_WRITES)
+                data = data[len(data) // 2:]
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -111,6 +122,8 @@ class RunDir:
         """Make the folder (and parents) and check that it is writable, with a one-line error if not."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
+            if int(os.environ.get("RANK", "0")) == 0:  # other torchrun ranks never write the run's files
+                self.remove_stale_temporaries()
             probe = self.path / f".write-test-{os.getpid()}"
             probe.write_bytes(b"")
             probe.unlink()
@@ -118,6 +131,13 @@ class RunDir:
             raise UserError(f"output directory {self.path} is not writable ({exc.strerror}); "
                             f"choose another --out") from None
         return self
+
+    def remove_stale_temporaries(self) -> None:
+        """Temporary files of writes a killed process never finished (atomic_write_bytes' ``.NAME.*.tmp``, the
+        writability probe): never results, since a result only appears by the rename that ends a write."""
+        for stale in [*self.path.glob(".*.tmp"), *self.path.glob(".write-test-*")]:
+            if stale.is_file() and not stale.is_symlink():
+                stale.unlink(missing_ok=True)
 
     def exists(self, name: str) -> bool:
         return (self.path / name).is_file()

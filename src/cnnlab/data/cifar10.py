@@ -59,13 +59,30 @@ def find_folder(root: Path) -> Path | None:
     return None
 
 
+def safe_extract(archive: Path, root: Path) -> None:
+    """Unpack a tar archive into root, refusing members that would land outside it (absolute paths, ``..``,
+    links pointing out, devices): tarfile's 'data' filter. torchvision's own helper extracts without it."""
+    import tarfile
+
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(root, filter="data")
+    except tarfile.FilterError as exc:
+        raise UserError(f"{archive} holds a member that would be written outside {root} ({exc}); the archive is "
+                        f"not the official one: delete it and download again") from None
+
+
 def download(root: Path) -> Path:
-    """Fetch and extract the official archive into root, checking the archive's and each file's md5."""
-    from torchvision.datasets.utils import check_integrity, download_and_extract_archive
+    """Fetch the official archive with torchvision's download helper (its md5 checked), unpack it with path
+    checks (safe_extract), then check each file's md5."""
+    from torchvision.datasets.utils import check_integrity, download_url
 
     try:
         root.mkdir(parents=True, exist_ok=True)
-        download_and_extract_archive(URL, download_root=str(root), md5=ARCHIVE_MD5)
+        download_url(URL, str(root), md5=ARCHIVE_MD5)
+        safe_extract(root / Path(URL).name, root)
+    except UserError:
+        raise
     except Exception as exc:  # network or disk failure: tell the user where to put the files instead
         raise UserError(f"could not download CIFAR-10 into {root} ({type(exc).__name__}: {exc}); download "
                         f"{URL} yourself and unpack it there, or set --data-root / CNNLAB_DATA") from None

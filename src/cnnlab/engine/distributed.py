@@ -43,10 +43,24 @@ def init(device: torch.device) -> None:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
 
 
-def wrap(model: nn.Module, device: torch.device) -> nn.Module:
-    """DDP wrapper for the forward/backward when distributed, else the model itself."""
+def check_sync_batchnorm(enabled: bool, device: torch.device) -> None:
+    """SyncBatchNorm (batch statistics over the global batch, not each process's share) exists in PyTorch for
+    GPUs only: asked for on CPU processes, say so before anything starts."""
+    from ..errors import UserError
+
+    if enabled and world_size() > 1 and device.type != "cuda":
+        raise UserError("train.sync_batchnorm needs GPUs (PyTorch's SyncBatchNorm runs on CUDA only); on CPU "
+                        "processes leave it off: each process then normalizes with its own share of the batch")
+
+
+def wrap(model: nn.Module, device: torch.device, sync_batchnorm: bool = False) -> nn.Module:
+    """DDP wrapper for the forward/backward when distributed, else the model itself. `sync_batchnorm`: batch
+    norms use the statistics of the whole global batch (converted in place: the parameters, which the
+    optimizer holds, stay the same objects)."""
     if not is_active():
         return model
+    if sync_batchnorm:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 

@@ -72,7 +72,7 @@ def check_arguments(name: str, kwargs: dict[str, Any]) -> None:
     for key in kwargs:
         if key not in valid:
             raise UserError(f"unknown argument 'model.{key}' for model '{name}'"
-                            f"{did_you_mean(key, valid)}; valid: {', '.join(sorted(valid))}")
+                            f"{did_you_mean(key, [*valid, 'name'])}; valid: name, {', '.join(sorted(valid))}")
 
 
 def epoch_arguments(name: str, kwargs: dict[str, Any]) -> dict[str, float]:

@@ -11,11 +11,13 @@ from pathlib import Path
 from .. import runs
 from ..errors import UserError
 from . import plots
+from .course import PUBLISHED_TRANSFER
 
 # The course's published figures for its building dataset (Terrassa Buildings 900, validation accuracy).
-COURSE = [("course: features + softmax", "features", 0.898),
-          ("course: fine-tuning", "finetune", 0.932),
-          ("course: fine-tuning + plateau + augmentation", "finetune", 0.928)]
+COURSE = [("course: features + softmax", "features", PUBLISHED_TRANSFER["task2"]["features_softmax"]),
+          ("course: fine-tuning", "finetune", PUBLISHED_TRANSFER["task3"]["finetune"]),
+          ("course: fine-tuning + plateau + augmentation", "finetune",
+           PUBLISHED_TRANSFER["task4"]["finetune_plateau_aug"])]
 
 
 def _pct(value) -> str:

@@ -17,7 +17,6 @@ import datetime
 import json
 import math
 import re
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 
 from .. import runs
 from ..errors import UserError
+from .course import folder_kind
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")
@@ -46,6 +46,8 @@ class RunView:
     config: str = ""
     table: dict[str, Any] | None = None  # an ablation's comparison: {"headers": [...], "rows": [[...]]}
     children: list[str] = field(default_factory=list)
+    folder: Path | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
 
 
 def _pct(value: Any) -> str:
@@ -74,7 +76,7 @@ def _copy_pictures(folder: Path, out: Path, anchor: str) -> list[tuple[str, str]
     pictures = []
     for picture in found:
         target.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(picture, target / picture.name)
+        runs.atomic_write_bytes(target / picture.name, picture.read_bytes())  # never half a picture
         pictures.append((picture.stem.replace("_", " ").replace("-", " "), f"assets/{anchor}/{picture.name}"))
     return pictures
 
@@ -129,14 +131,11 @@ def describe(folder: Path, out: Path, taken: set[str], views: list[RunView], par
         raise UserError(f"{folder} is not a folder; pass cnnlab run directories")
     anchor = _slug(folder.name if parent is None else f"{parent.anchor}-{folder.name}", taken)
     summary = runs.RunDir(folder).read_json(runs.SUMMARY) if (folder / runs.SUMMARY).is_file() else None
-    view = RunView(folder.name, anchor, "files", str(folder.resolve()) if show_paths else "")
+    view = RunView(folder.name, anchor, "files", str(folder.resolve()) if show_paths else "", folder=folder,
+                   summary=summary or {})
+    view.kind = folder_kind(folder, summary)
     if summary is not None:
-        view.kind = runs.run_kind(summary)
         view.metrics = _style_metrics(summary) if view.kind == "style" else _classifier_metrics(summary)
-    elif (folder / "comparison.csv").is_file():
-        view.kind = "ablation"
-    elif any(p.suffix == ".json" for p in folder.iterdir()):
-        view.kind = "visualization"
     config, settings = folder / runs.CONFIG, folder / "style.json"
     if config.is_file() and not config.is_symlink():
         view.config = config.read_text(errors="replace")
@@ -159,6 +158,13 @@ def describe(folder: Path, out: Path, taken: set[str], views: list[RunView], par
             view.children += [v.anchor for v in views[before:]]
 
 
+def _figure(value: Any, metric: str) -> str:
+    """A course-table cell: accuracies as percentages, losses as numbers, '—' where there is none."""
+    if value is None:
+        return "—"
+    return _pct(value) if metric.endswith("accuracy") else f"{value:.4g}"
+
+
 def _comparison(views: list[RunView], folders: list[Path], out: Path) -> dict[str, Any] | None:
     """One table and overlaid validation curves over the classifier runs, when there are two or more."""
     from . import plots
@@ -179,11 +185,37 @@ def _comparison(views: list[RunView], folders: list[Path], out: Path) -> dict[st
     return {"rows": rows, "picture": "assets/comparison-curves.png"}
 
 
+def _course_layout(views: list[RunView], out: Path) -> tuple[list[RunView], list[Any]]:
+    """The views in the course's task order, and the five task sections (tables, curves): report.course."""
+    from . import course, plots
+
+    placed = []
+    for view in views:
+        task, key = course.place(view.kind, course.read_config(view.folder) if view.folder else {}, view.summary,
+                                 view.folder)
+        placed.append((task, key, view.name, view.anchor, view))
+    tasks = course.layout([(t, k, name, anchor, v.summary) for t, k, name, anchor, v in placed])
+    by_anchor = {v.anchor: v for v in views}
+    for task in tasks:
+        curves = [(by_anchor[a].name, runs.RunDir(by_anchor[a].folder).read_metrics()) for a in task.anchors
+                  if by_anchor[a].kind in ("train", "transfer", "features", "finetune")]
+        if len(curves) >= 1 and any(history for _, history in curves):
+            (out / "assets").mkdir(parents=True, exist_ok=True)
+            picture = out / "assets" / f"course-{task.task}-curves.png"
+            plots.comparison(curves, picture, title=f"{task.task}: validation accuracy by epoch")
+            task.curves = f"assets/{picture.name}"
+    ordered = [by_anchor[a] for task in tasks for a in task.anchors]
+    return ordered, tasks
+
+
 def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "cnnlab report",
-                 show_paths: bool = True) -> Path:
+                 show_paths: bool = True, course: bool = False) -> Path:
     """Write OUT/index.html (and OUT/assets/) for the runs; return the index's path. `show_paths`: print each
-    run's folder (the web app turns it off: no server paths in pages)."""
+    run's folder (the web app turns it off: no server paths in pages). `course`: lay it out as the course's
+    write-up (its five tasks in order, its published figures beside cnnlab's; report.course)."""
     import jinja2
+
+    from . import course as course_layout
 
     if not run_dirs:
         raise UserError("give at least one run directory")
@@ -198,11 +230,16 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "
         tops.append(len(views))
         describe(folder, target, taken, views, show_paths=show_paths)
     top_views = [views[i] for i in tops]
+    tasks: list[Any] = []
+    if course:
+        views, tasks = _course_layout(views, target)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["figure"] = _figure
     html = env.get_template("report.html.j2").render(
         title=title, generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), views=views,
-        tops=top_views, comparison=_comparison(top_views, folders, target))
+        tops=top_views, comparison=None if course else _comparison(top_views, folders, target),
+        tasks=tasks, protocol=course_layout.PROTOCOL)
     index = target / "index.html"
     runs.atomic_write_bytes(index, html.encode())
     return index

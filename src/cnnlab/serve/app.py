@@ -7,7 +7,9 @@ Endpoints:
 - ``POST /api/predict`` multipart ``image`` (+ optional ``model``: a registered ImageNet model, default
   efficientnet_lite0, or a classifier run's name) -> ``{"predictions": [{"class_index", "class_name",
   "probability"}, ... top-5], "heatmap": URL of a Grad-CAM PNG}``;
-- ``POST /api/stylize`` multipart ``image`` + ``network`` (a style-network run's name) -> ``{"image": URL}``.
+- ``POST /api/stylize`` multipart ``image`` + ``network`` (a style-network run's name) -> ``{"image": URL}``;
+- ``POST /api/train`` form ``preset``, ``minutes``, ``train_images`` -> 202 ``{"job", "run", "events": URL}``
+  (409 while another run goes); ``GET /api/train/{job}/events`` its progress as Server-Sent Events (serve.jobs).
 
 Safety, by design rather than by hope: it binds to 127.0.0.1 unless told otherwise; uploads over
 --max-upload-mb are refused with 413 before they are read into memory (the request body is counted as it
@@ -34,6 +36,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from ..errors import UserError
 
 HEATMAP_NAME = re.compile(r"^[0-9a-f]{32}\.png$")
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 
 
@@ -145,9 +148,11 @@ def _inside(base: Path, relative: str) -> Path:
 
 
 def create_app(runs: str | Path = "runs", max_upload_mb: float = 10, device: str = "cpu",
-               default_model: str = "efficientnet_lite0", allowed_hosts: list[str] | None = None):
+               default_model: str = "efficientnet_lite0", allowed_hosts: list[str] | None = None,
+               data_root: str | None = None):
     """The FastAPI application (see the module docstring). `allowed_hosts`: the Host headers answered (the CLI
-    passes localhost's names when bound to localhost, against DNS rebinding); None answers any."""
+    passes localhost's names when bound to localhost, against DNS rebinding); None answers any. `data_root`:
+    where runs started from the page find CIFAR-10 (default: the usual data root)."""
     from contextlib import asynccontextmanager
 
     from fastapi.exceptions import RequestValidationError
@@ -158,6 +163,9 @@ def create_app(runs: str | Path = "runs", max_upload_mb: float = 10, device: str
     (scratch / "heatmaps").mkdir()
     (scratch / "reports").mkdir()
     models = Models()
+    from .jobs import TrainingJobs
+
+    jobs = TrainingJobs(runs_root, scratch / "jobs", data_root)
     render_lock = threading.Lock()  # matplotlib's pyplot is not thread-safe
     report_locks: dict[str, threading.Lock] = {}
     report_locks_guard = threading.Lock()
@@ -165,6 +173,7 @@ def create_app(runs: str | Path = "runs", max_upload_mb: float = 10, device: str
     @asynccontextmanager
     async def lifespan(_app):
         yield
+        jobs.stop_all()
         shutil.rmtree(scratch, ignore_errors=True)  # heatmaps and reports live only as long as the server
 
     app = FastAPI(title="cnnlab", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
@@ -174,6 +183,7 @@ def create_app(runs: str | Path = "runs", max_upload_mb: float = 10, device: str
 
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     app.state.models = models
+    app.state.jobs = jobs
     app.state.scratch = scratch
 
     def message(text: str) -> str:
@@ -207,8 +217,10 @@ def create_app(runs: str | Path = "runs", max_upload_mb: float = 10, device: str
 
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
                                  autoescape=True)
+        from .jobs import PRESETS
+
         return env.get_template("index.html.j2").render(runs=list_runs(runs_root), default_model=default_model,
-                                                         max_upload_mb=max_upload_mb)
+                                                         max_upload_mb=max_upload_mb, presets=PRESETS)
 
     @app.get("/api/runs")
     def api_runs():
@@ -278,6 +290,26 @@ def create_app(runs: str | Path = "runs", max_upload_mb: float = 10, device: str
         save_png(styled, scratch / "heatmaps" / name)
         keep_recent(scratch / "heatmaps")
         return {"image": f"/api/heatmaps/{name}", "network": network, "size": list(styled.shape[1:])}
+
+    @app.post("/api/train", status_code=202)
+    def train(preset: str = Form("demo"), minutes: float = Form(1.0), train_images: int = Form(5000)):
+        from .jobs import JobBusy
+
+        try:
+            job = jobs.start(preset, minutes, train_images)
+        except JobBusy as exc:
+            raise HTTPException(409, str(exc)) from None
+        return {"job": job.id, "run": job.name, "events": f"/api/train/{job.id}/events"}
+
+    @app.get("/api/train/{job_id}/events")
+    def train_events(job_id: str):
+        from fastapi.responses import StreamingResponse
+
+        job = jobs.get(job_id) if JOB_ID.match(job_id) else None
+        if job is None:
+            raise HTTPException(404, "no such training run")
+        return StreamingResponse(jobs.events(job), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     return app
 

@@ -50,6 +50,9 @@ class StyleTrainSettings:
     epochs: float = 2.0
     iterations: int = 0
     """When set, train this many steps instead of `epochs`."""
+    minutes: float = 0.0
+    """When set, stop after this many minutes of training (the epoch under way is cut short; its preview,
+    checkpoint and metrics are written as at any epoch's end), so a run fits a time budget."""
     lr: float = 1e-3
     content_weight: float = 1.0
     style_weight: float = 10.0
@@ -196,9 +199,11 @@ def train(settings: StyleTrainSettings, out: str | Path, *, resume: bool = False
 
     run = runs.RunDir(out)
     if resume:
-        if not run.exists(SETTINGS) or not run.exists(runs.CHECKPOINT):
-            raise UserError(f"cannot resume {run}: it holds no style training checkpoint ({SETTINGS}, "
-                            f"{runs.CHECKPOINT})")
+        if not run.exists(SETTINGS):
+            raise UserError(f"cannot resume {run}: it holds no style training run ({SETTINGS}); start it with "
+                            f"--style and --content-dir")
+        if run.finished:
+            raise UserError(f"{run} is already finished (it has {runs.SUMMARY}); nothing to resume")
         saved = run.read_json(SETTINGS)
         saved.pop("photos_key", None)
         try:
@@ -248,8 +253,11 @@ def train(settings: StyleTrainSettings, out: str | Path, *, resume: bool = False
     recorder = RunRecorder(run, False, meta, {})
     previews = Previews(run, photos[: s.preview_images], s.preview_every, dev)
     trainer = Trainer(model, optimizer, schedule, device=dev, precision=execution.precision,
-                      objective=PerceptualObjective(objective),
+                      objective=PerceptualObjective(objective), max_train_seconds=s.minutes * 60 or None,
                       callbacks=[previews, recorder, EpochPrinter(), *callbacks])  # previews first: see Previews
+    if resume and not run.exists(runs.CHECKPOINT):  # killed before its first epoch ended: start it again
+        print(f"{run} has no finished epoch yet: starting it from the beginning", flush=True)
+        resume = False
     if resume:
         checkpoint = run.load_checkpoint(dev)
         trainer.load_state_dict(checkpoint)
@@ -263,6 +271,7 @@ def train(settings: StyleTrainSettings, out: str | Path, *, resume: bool = False
     summary = {"kind": KIND, "style": s.style, "photos": len(photos), "steps": trainer.schedule.step_count,
                "epochs": state.epoch, "first_epoch_loss": history[0]["train_loss"] if history else None,
                "final_loss": history[-1]["train_loss"] if history else None, "train_seconds": state.train_seconds,
+               "stop_reason": state.stop_reason or None, "budget_minutes": s.minutes or None,
                "total_seconds": time.perf_counter() - start, "loss_net": net.name, "settings": asdict(s),
                "precision": execution.precision, "cpu_class": execution.cpu_class, "device": str(dev),
                "threads": used, "weights": str(run / runs.BEST)}
@@ -290,6 +299,8 @@ def _check(s: StyleTrainSettings) -> None:
                         f"{s.style_size}")
     if s.iterations < 0 or s.limit_images < 0 or s.preview_every < 0 or s.preview_images < 1:
         raise UserError("--iterations, --limit-images and --preview-every must be 0 or more")
+    if not s.minutes >= 0:  # NaN fails too
+        raise UserError(f"--minutes must be 0 (no limit) or more, got {s.minutes}")
     if not (s.epochs > 0 and s.lr > 0):
         raise UserError(f"--epochs and --lr must be more than 0, got {s.epochs} and {s.lr}")
     check_weights(content_weight=s.content_weight, style_weight=s.style_weight, tv_weight=s.tv_weight)

@@ -70,8 +70,12 @@ def _export(trunk: nn.Module, example: torch.Tensor, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.onnx.export(trunk, example, str(tmp), input_names=["x"], output_names=["y"],
-                          dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, dynamo=False)
+        import warnings
+
+        with warnings.catch_warnings():  # the exporter's notes on constant folding are not for the user
+            warnings.simplefilter("ignore", UserWarning)
+            torch.onnx.export(trunk, example, str(tmp), input_names=["x"], output_names=["y"],
+                              dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, dynamo=False)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -10,6 +10,7 @@ Each function writes its pictures and data into `out` and returns a summary dict
 
 from __future__ import annotations
 
+import io
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 from ..data.images import expand_image_paths, read_image
 from ..engine.metrics import topk
 from ..errors import UserError
-from ..runs import RunDir
+from ..runs import RunDir, atomic_write_bytes
 from . import render
 from .attribution import DEFAULT_METHODS, METHODS, Attributor, check_methods
 from .maximize import MaximizeSettings, first_layer_weights, maximize
@@ -38,7 +39,9 @@ def _out(out: str | Path) -> RunDir:
 
 def _save_maximized(out: RunDir, stem: str, result, labels: list[str], title: str) -> dict:
     grid = render.tile_grid(result.images, labels, out / f"{stem}.png", title=title)
-    np.save(out / f"{stem}.npy", result.images.numpy().astype(np.float32))
+    buffer = io.BytesIO()  # written whole or not at all, like every file of a run directory
+    np.save(buffer, result.images.numpy().astype(np.float32))
+    atomic_write_bytes(out.path / f"{stem}.npy", buffer.getvalue())
     info = {"grid": str(grid), "arrays": str(out / f"{stem}.npy"), "labels": labels, "targets": result.targets,
             "initial_activation": result.initial_activation, "final_activation": result.final_activation,
             **result.meta}

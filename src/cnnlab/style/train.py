@@ -150,6 +150,7 @@ class Previews(Callback):
     before the checkpoint is written: a crash between the two repeats that epoch and rewrites its preview."""
 
     FILE = "previews.safetensors"
+    ROWS = 10  # snapshots in evolution.png at most
 
     def __init__(self, run: runs.RunDir, photos: torch.Tensor, every: int, device: torch.device):
         from safetensors.torch import load_file
@@ -174,8 +175,14 @@ class Previews(Callback):
                    self.run / f"preview-{label.replace(' ', '-')}.png", title=label)
         key = f"{trainer.schedule.step_count:09d} {label}"  # sorts by step
         self.kept[key] = (out[: 2] * 255).round().to(torch.uint8).contiguous()
+        keys = sorted(self.kept)
+        if len(keys) > 2 * self.ROWS:  # thin out every other snapshot (the first and the latest stay), so that
+            keep = set(keys[::2]) | {keys[-1]}  # a run of many short epochs costs the same per snapshot
+            self.kept = {k: v for k, v in self.kept.items() if k in keep}
         runs.atomic_write_bytes(self.run / self.FILE, to_bytes(self.kept))
         keys = sorted(self.kept)
+        if len(keys) > self.ROWS:  # the strip: ROWS snapshots evenly spread, the first and the latest included
+            keys = [keys[round(i * (len(keys) - 1) / (self.ROWS - 1))] for i in range(self.ROWS)]
         rows = [[self.photos[i] for i in range(min(2, len(self.photos)))]] + \
             [[t.float() / 255 for t in self.kept[k]] for k in keys]
         labels = [["photo"] * len(rows[0])] + [[k.split(" ", 1)[1]] * len(rows[0]) for k in keys]

@@ -78,7 +78,12 @@ def targets(args, out: Path) -> str:
     goals = TARGETS["native-bf16"] if klass == "native-bf16" else TARGETS["other"]
     rows = []
     for config in args.configs:
-        results = [train_process(f"{config}-s{s}", config_file(config), s, [], out, args.fresh) for s in args.seeds]
+        results = []
+        for seed in args.seeds:
+            results.append(train_process(f"{config}-s{seed}", config_file(config), seed, [], out, args.fresh))
+            if len(results) < len(args.seeds):
+                write_partial(args, config, results)
+        partial_path(args, config).unlink(missing_ok=True)  # the final table below supersedes it
         accs = [r["test_accuracy"] for r in results]
         minutes = [r["minutes"] for r in results]
         goal = goals.get(config)
@@ -89,6 +94,25 @@ def targets(args, out: Path) -> str:
                      met])
     return table(["config", "seeds", "test accuracy (mean ± std)", "worst seed", "minutes", "precision",
                   f"target ({klass})", "met"], rows)
+
+
+def partial_path(args, config: str) -> Path:
+    return Path(args.results) / f"fast-cifar-targets-{config}-partial-{cpu_class()}.md"
+
+
+def write_partial(args, config: str, results: list[dict]) -> None:
+    """After each seed of a multi-seed target run: the seeds so far, so a run stopped (or cut by a session's
+    end) still leaves its figures in a file this script wrote; the same command later reuses those runs."""
+    rows = [[config, r["seed"], f"{100 * r['test_accuracy']:.2f} %", f"{r['minutes']:.2f}",
+             f"{r['train_seconds']:.1f}", r["precision"]] for r in results]
+    text = (f"# {config} on {cpu_class()}: seeds so far ({len(results)} of {len(args.seeds)}; not a final figure)\n\n"
+            f"{cpu_banner()}\n\nWritten by `python benchmarks/fast_cifar.py {' '.join(sys.argv[1:])}` after its "
+            f"seed {results[-1]['seed']}; the same command reuses these runs and writes the final table.\n\n"
+            + table(["config", "seed", "test accuracy", "minutes, whole process", "training seconds", "precision"],
+                    rows) + "\n\n" + code_versions_note(results) + "\n")
+    path = partial_path(args, config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
 
 
 def ablation(args, out: Path) -> str:

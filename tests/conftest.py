@@ -50,6 +50,11 @@ def fake_cifar_root(tmp_path_factory) -> Path:
     return write_fake_cifar(tmp_path_factory.mktemp("fake-cifar"))
 
 
+# Command-line arguments of a seconds-long cnn4 run on the fake data (tests that drive the CLI).
+TINY = ["--model", "cnn4", "model.widths=[8,16]", "model.fc_width=32", "--val-size", "100", "--batch-size", "50",
+        "--no-progress", "data.download=false"]
+
+
 @pytest.fixture
 def tiny_overrides(fake_cifar_root) -> dict:
     """Config overrides for a seconds-long run on the fake data."""

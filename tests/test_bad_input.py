@@ -24,11 +24,11 @@ from PIL import Image
 
 from cnnlab import cli
 from conftest import SHARED_DATA, write_fake_cifar
+from conftest import TINY as TINY_RUN
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("CNNLAB_ARTIFACTS", ROOT / "test-artifacts"))
-TINY = ["--model", "cnn4", "model.widths=[8,16]", "model.fc_width=32", "--val-size", "100", "--batch-size", "50",
-        "--no-progress", "data.download=false", "--epochs", "1"]
+TINY = [*TINY_RUN, "--epochs", "1"]
 OUTCOMES: list[tuple[str, str, str]] = []
 # Tests of one case each: unwritable output, full disk, NaN loss, --detect-anomaly, NaN/inf inputs, non-ASCII
 # dataset names.

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import cifar_records, real_data_root, write_fake_cifar
+from conftest import TINY, cifar_records, real_data_root, write_fake_cifar
 
 
 def cnnlab(*args, env=None, cwd=None):
@@ -26,8 +26,6 @@ def assert_one_line_error(proc, *fragments):
     assert "Traceback" not in proc.stderr
 
 
-TINY = ["--model", "cnn4", "model.widths=[8,16]", "model.fc_width=32", "--val-size", "100", "--batch-size", "50",
-        "--no-progress", "data.download=false"]
 
 
 def test_end_to_end_on_real_cifar_slice(tmp_path):

@@ -23,13 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, TINY
 from test_bad_input import _bytes, _photo
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("CNNLAB_ARTIFACTS", ROOT / "test-artifacts"))
-TINY = ["--model", "cnn4", "model.widths=[8,16]", "model.fc_width=32", "--val-size", "100", "--batch-size", "50",
-        "--no-progress", "data.download=false"]
 TIMING = {"epoch_seconds", "images_per_second", "minutes", "train_seconds", "seconds"}
 
 

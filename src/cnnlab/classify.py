@@ -373,6 +373,10 @@ def train(cfg: Config, *, resume: str | Path | None = None, callbacks: Sequence[
 
     state = _fit(trainer, run, train_batches, val_batches if has_val else None, epoch_steps,
                  ProgressBar if (t.progress and distributed.is_main()) else None, t.detect_anomaly)
+    differs = distributed.replicas_differ(model)
+    if differs:  # a cnnlab bug (a parameter outside DDP's gradient averaging), never the user's input
+        raise RuntimeError(f"the processes' weights diverged during training (first: {differs}); the run "
+                           f"directory holds rank 0's. Please report this with the run's config.yaml")
     if distributed.is_main():
         _finish(session, run_cfg, data, trainer, state, test_batches, plan, notes, resumed=resume is not None)
     distributed.barrier()

@@ -75,11 +75,11 @@ def _data_root(settings: CourseSettings) -> Path:
 
 
 def _count_images(path: Path) -> int:
-    from ..data.images import IMAGE_SUFFIXES
+    from ..data.images import images_under
 
     if path.is_file():  # a CSV of path,label
         return max(0, len(path.read_text(errors="replace").splitlines()) - 1)
-    return sum(1 for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    return len(images_under(path))
 
 
 def resolve_inputs(settings: CourseSettings) -> dict[str, object]:
@@ -212,9 +212,10 @@ def build(settings: CourseSettings) -> tuple[list[Step], dict[str, object]]:
 
 
 def _some_photos(folder: Path, n: int) -> list[Path]:
-    from ..data.images import IMAGE_SUFFIXES
+    """`n` photos spread over the folder's sorted files (so over its classes), for pictures of a run."""
+    from ..data.images import images_under
 
-    found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    found = images_under(folder)
     if not found:
         raise UserError(f"{folder} holds no photos")
     step = max(1, len(found) // n)

@@ -88,6 +88,11 @@ def _decode(source, name: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
 
 
+def images_under(folder: str | Path) -> list[Path]:
+    """Every image file under `folder` at any depth (a dataset's class folders or splits), sorted; [] if none."""
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
 def expand_image_paths(inputs: Iterable[str | Path]) -> list[Path]:
     """Files as given, folders expanded to their image files (sorted); an empty result is an error."""
     paths: list[Path] = []

@@ -65,6 +65,20 @@ def wrap(model: nn.Module, device: torch.device, sync_batchnorm: bool = False) -
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
+def replicas_differ(model: nn.Module) -> str | None:
+    """After training under DDP every rank must hold the same weights (the same averaged gradients, the same
+    optimizer): None when they do, else the first parameter that differs. Costs one gather of a number per
+    parameter tensor, once per run."""
+    if not is_active():
+        return None
+    names, values = zip(*[(n, p.detach().double().sum().item()) for n, p in model.named_parameters()])
+    gathered = all_gather_object(list(values))
+    for i, name in enumerate(names):
+        if any(other[i] != gathered[0][i] for other in gathered[1:]):
+            return name
+    return None
+
+
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     """Sum a few numbers over all ranks (e.g. loss sums and counts for epoch metrics)."""
     if not is_active():

@@ -202,14 +202,23 @@ def tasks_from_runs(folders: list[Path]) -> list[CourseTask]:
     return layout(placed)
 
 
+def figure_text(value: float | None, metric: str, *, short: bool = False) -> str:
+    """A course figure as people read it: accuracies as percentages, losses as numbers, '—' where there is
+    none (`short`: one digit fewer, for the one-line summaries printed at the end of `cnnlab course`)."""
+    if value is None:
+        return "—"
+    if metric.endswith("accuracy"):
+        return f"{100 * value:.{1 if short else 2}f} %"
+    return f"{value:.{3 if short else 4}g}"
+
+
 def one_line(task: CourseTask) -> str:
     """A task's figures in one line: cnnlab's (and the course's) per filled row."""
     parts = []
     for row in task.rows:
         for name, _, value, _ in row.runs[-1:]:
-            ours = "—" if value is None else (f"{100 * value:.1f} %" if row.metric.endswith("accuracy")
-                                              else f"{value:.3g}")
-            theirs = "" if row.published is None else f" (course {100 * row.published:.1f} %)"
+            ours = figure_text(value, row.metric, short=True)
+            theirs = "" if row.published is None else f" (course {figure_text(row.published, row.metric, short=True)})"
             parts.append(f"{row.key} {ours}{theirs}")
     return "; ".join(parts) or f"{len(task.anchors)} run(s), pictures only"
 

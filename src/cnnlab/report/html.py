@@ -24,7 +24,7 @@ from typing import Any
 
 from .. import runs
 from ..errors import UserError
-from .course import folder_kind
+from .course import figure_text, folder_kind
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")
@@ -158,13 +158,6 @@ def describe(folder: Path, out: Path, taken: set[str], views: list[RunView], par
             view.children += [v.anchor for v in views[before:]]
 
 
-def _figure(value: Any, metric: str) -> str:
-    """A course-table cell: accuracies as percentages, losses as numbers, '—' where there is none."""
-    if value is None:
-        return "—"
-    return _pct(value) if metric.endswith("accuracy") else f"{value:.4g}"
-
-
 def _comparison(views: list[RunView], folders: list[Path], out: Path) -> dict[str, Any] | None:
     """One table and overlaid validation curves over the classifier runs, when there are two or more."""
     from . import plots
@@ -235,7 +228,7 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "
         views, tasks = _course_layout(views, target)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters["figure"] = _figure
+    env.filters["figure"] = figure_text
     html = env.get_template("report.html.j2").render(
         title=title, generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), views=views,
         tops=top_views, comparison=None if course else _comparison(top_views, folders, target),

@@ -163,7 +163,7 @@ def create_app(runs: str | Path = "runs", max_upload_mb: float = 10, device: str
     (scratch / "heatmaps").mkdir()
     (scratch / "reports").mkdir()
     models = Models()
-    from .jobs import TrainingJobs
+    from .jobs import TrainingJobs, without_server_paths
 
     jobs = TrainingJobs(runs_root, scratch / "jobs", data_root)
     render_lock = threading.Lock()  # matplotlib's pyplot is not thread-safe
@@ -187,7 +187,7 @@ def create_app(runs: str | Path = "runs", max_upload_mb: float = 10, device: str
     app.state.scratch = scratch
 
     def message(text: str) -> str:
-        return text.replace(str(runs_root) + "/", "").replace(str(runs_root), "--runs")  # no server paths
+        return without_server_paths(text, runs_root)
 
     @app.exception_handler(UserError)
     async def user_error(_request: Request, exc: UserError):

@@ -52,6 +52,11 @@ class Job:
         return "running" if code is None else ("done" if code == 0 else "failed")
 
 
+def without_server_paths(text: str, runs_root: Path) -> str:
+    """A message for a web client: the server's runs folder never shown (paths relative to --runs)."""
+    return text.replace(str(runs_root) + "/", "").replace(str(runs_root), "--runs")
+
+
 def _sse(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n"
 
@@ -120,7 +125,7 @@ class TrainingJobs:
         """The run's own last line (cnnlab prints one clear line on bad input), without server paths."""
         lines = [line.strip() for line in job.log.read_text(errors="replace").splitlines() if line.strip()]
         text = lines[-1] if lines else f"the run ended with exit code {job.process.returncode}"
-        return text.replace(str(self.runs_root) + "/", "").replace(str(self.runs_root), "--runs")
+        return without_server_paths(text, self.runs_root)
 
     async def events(self, job: Job) -> AsyncIterator[str]:
         """SSE: `start`, one `epoch` per row metrics.csv gains, `heartbeat` now and then, and `done` (with the

@@ -23,7 +23,7 @@ import torch
 
 from .. import runs
 from ..config import OptimConfig, ScheduleConfig
-from ..data.images import IMAGE_SUFFIXES, read_image
+from ..data.images import IMAGE_SUFFIXES, images_under, read_image
 from ..engine import Callback, Trainer
 from ..engine.callbacks import EpochPrinter, ProgressBar, RunRecorder
 from ..engine.optim import LrSchedule, build_optimizer
@@ -76,7 +76,7 @@ def content_files(folder: str | Path) -> list[Path]:
     root = Path(folder)
     if not root.is_dir():
         raise UserError(f"--content-dir {root} is not a folder; pass a folder of photos")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = images_under(root)
     if not files:
         raise UserError(f"--content-dir {root} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return files

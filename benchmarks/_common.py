@@ -106,6 +106,10 @@ def train_process(name: str, config_file, seed: int, overrides: list[str], out, 
         if cached.get("key") in {key_for(code) for code in [version, *accepted_code_versions()]}:
             RUNS_SEEN.append(cached)
             return cached
+    if record.is_file() and not fresh and "+dirty" in version:  # never throw away a measured run by accident
+        raise SystemExit(f"{run_dir} holds a measured run, and src/ has uncommitted changes (code version "
+                         f"{version}): commit them first (the run is then reused where CNNLAB_BENCH_ACCEPT_CODE "
+                         f"allows), or pass --fresh to measure it again")
     if run_dir.exists():
         shutil.rmtree(run_dir)
     cmd = [sys.executable, "-m", "cnnlab", "train", "--config", str(config_file), "--seed", str(seed),

@@ -34,7 +34,8 @@ def run_course(minutes: float, out: Path, extra: list[str]) -> tuple[int, float]
     start = time.perf_counter()
     with open(out / LOG, "w") as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+                                env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                    filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))})
         for line in proc.stdout:
             sys.stdout.write(line)
             log.write(line)
@@ -66,9 +67,10 @@ def results(out: Path) -> str:
     course = json.loads((out / "course.json").read_text())
     rows = []
     for task in ("task1", "task2", "task3", "task4", "task5"):
-        for key, entry in course[task].items():
-            metric = next(k for k in entry if k not in ("published", "run", "conditions", "budget_minutes"))
-            rows.append([task, f"{key}.{metric}", cell(entry[metric], metric), cell(entry.get("published"), metric),
+        for key, entry in course.get(task, {}).items():  # a course stopped part-way has fewer
+            metric = next((k for k in entry if k not in ("published", "run", "conditions", "budget_minutes")),
+                          "figure")
+            rows.append([task, f"{key}.{metric}", cell(entry.get(metric), metric), cell(entry.get("published"), metric),
                          entry.get("run", ""), entry.get("budget_minutes", ""), entry.get("conditions", "")])
     data, run = course["data"], course["run"]
     lines = [f"# `cnnlab course --minutes {run['minutes']:g}`", "",

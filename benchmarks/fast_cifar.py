@@ -27,7 +27,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from _common import code_versions_note, cpu_banner, cpu_class, table, train_process
+from _common import RUNS_SEEN, code_versions_note, cpu_banner, cpu_class, table, train_process
 
 ROOT = Path(__file__).resolve().parents[1]
 # Targets by CPU class (issue "Fast on the CPU people actually have"): (accuracy, whole-process minutes).
@@ -92,8 +92,11 @@ def targets(args, out: Path) -> str:
         rows.append([config, len(results), mean_std(accs), f"{min(accs) * 100:.2f} %",
                      f"{statistics.mean(minutes):.2f} (max {max(minutes):.2f})", results[0]["precision"], goal_text,
                      met])
-    return table(["config", "seeds", "test accuracy (mean ± std)", "worst seed", "minutes", "precision",
-                  f"target ({klass})", "met"], rows)
+    seeds = [[r["config"], r["seed"], f"{100 * r['test_accuracy']:.2f} %", f"{r['minutes']:.2f}", r["code"]]
+             for r in RUNS_SEEN if r["config"] in args.configs and r.get("test_accuracy") is not None]
+    return (table(["config", "seeds", "test accuracy (mean ± std)", "worst seed", "minutes", "precision",
+                   f"target ({klass})", "met"], rows) + "\n\nEach seed:\n\n"
+            + table(["config", "seed", "test accuracy", "minutes, whole process", "code version"], seeds))
 
 
 def partial_path(args, config: str) -> Path:

@@ -34,8 +34,8 @@ PHOTOS = ["chelsea.png", "china.jpg", "astronaut.png"]
 def cnnlab(*args: str) -> float:
     """Run one cnnlab command as its own process; its wall seconds."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "cnnlab", *args], check=True,
-                   env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    path = os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))
+    subprocess.run([sys.executable, "-m", "cnnlab", *args], check=True, env={**os.environ, "PYTHONPATH": path})
     return time.perf_counter() - start
 
 
@@ -73,6 +73,9 @@ def main() -> None:
     print(banner, flush=True)
     out: Path = args.out
     if args.fresh or not trained(out, args):
+        if out.exists() and any(out.iterdir()) and not (out / "benchmark-args.json").exists() \
+                and not (out / "style.json").exists():
+            raise SystemExit(f"--out {out} holds files this script did not make; give an empty or new folder")
         shutil.rmtree(out, ignore_errors=True)
         train_seconds = cnnlab("stylize", "train", *train_args(args), "--out", str(out))
         (out / "benchmark-args.json").write_text(json.dumps(train_args(args)))
@@ -117,12 +120,12 @@ def apply_to_photos(out: Path, size: int):
     work.mkdir(exist_ok=True)
     pairs, rows = [], []
     for name in PHOTOS:
-        photo = resize_longest(read_image(DATA / "images" / "photos" / name), size)
+        photo = resize_longest(read_image(DATA / "images" / "photos" / name), size)[0]  # float [3, h, w] in [0, 1]
         source = save_png(photo, work / f"{Path(name).stem}-input.png")
         target = work / f"{Path(name).stem}-stylized.png"
         seconds = cnnlab("stylize", "apply", "--model", str(out), "--input", str(source), "--out", str(target),
                          "--no-progress")
-        pairs.append((photo, read_image(target)))
+        pairs.append((photo, read_image(target).float() / 255))
         rows.append([name, f"{photo.shape[-1]}x{photo.shape[-2]}", f"{seconds:.1f}"])
     return pairs, rows
 

@@ -248,6 +248,51 @@ def test_killed_runs_resume_to_the_same_result(tmp_path, fake_cifar_root):
     assert all(c.kills == n for c, n in zip(results.values(), (4, 3)))
 
 
+def test_ctrl_c_at_any_moment_is_one_line_and_the_run_continues(tmp_path, fake_cifar_root):
+    """SIGINT to the process group (what a terminal's Ctrl-C does) at 6 seeded moments, from the imports to
+    the last write: each time the command says in one line that it was interrupted (exit code 130, no
+    traceback), every file is whole, and the run then continues to the result of an uninterrupted one. A run
+    that ends before the interrupts are spent is compared with the reference and started again."""
+    import shutil
+    import signal
+
+    reference, interrupted = make_kinds(tmp_path, fake_cifar_root, ["train"])["train"]
+    began = time.monotonic()
+    proc = _cnnlab(reference.start, {**os.environ, "OMP_NUM_THREADS": "1"})
+    _, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err[-2000:]
+    window = time.monotonic() - began
+    rng = random.Random(2)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CNNLAB_SLOW_WRITES": "0.15"}
+    interrupts = 0
+    while interrupts < 6:
+        if (interrupted.out / "summary.json").is_file():
+            assert_same_results(reference.out, interrupted.out)
+            shutil.rmtree(interrupted.out)
+        moment = (0.3, 1.0)[interrupts] if interrupts < 2 else rng.uniform(1.5, window)  # imports, start-up
+        proc = subprocess.Popen([sys.executable, "-m", "cnnlab", *map(str, interrupted.command())], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        try:
+            proc.wait(timeout=moment)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGINT)
+            interrupts += 1
+        _, err = proc.communicate(timeout=300)
+        lines = [line for line in err.splitlines() if line.strip()]
+        if proc.returncode == 0:
+            assert (interrupted.out / "summary.json").is_file()  # it had finished as the signal came
+        else:
+            assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+            assert lines[-1].startswith("cnnlab") and "interrupted" in lines[-1], err[-2000:]
+        _check_intact(interrupted.out)
+    if not (interrupted.out / "summary.json").is_file():
+        proc = _cnnlab(interrupted.command(), env)
+        _, err = proc.communicate(timeout=900)
+        assert proc.returncode == 0, err[-2000:]
+    assert_same_results(reference.out, interrupted.out)
+
+
 @pytest.mark.slow
 def test_twenty_kills_of_every_kind_of_run(tmp_path, fake_cifar_root):
     plan = {"train": 20, "ablate": 20, "finetune": 20, "style": 20}

@@ -10,13 +10,31 @@ Public API (the `cnnlab` command is a thin layer over it)::
     model = cnnlab.create_model("cnn4", batchnorm=True)
 """
 
-from .ablate import ablate
-from .classify import RunResult, evaluate, load_run_model, train
-from .config import Config
-from .config import resolve as load_config
-from .errors import UserError
-from .models import create as create_model
-from .models import list_models
+import sys as _sys
+
+
+def _run_as_command() -> bool:
+    """`cnnlab ...` or `python -m cnnlab ...` (torchrun too), not an import in someone's script or notebook."""
+    interpreter = getattr(_sys, "orig_argv", [])
+    if "-m" in interpreter:
+        return interpreter[interpreter.index("-m") + 1:][:1] == ["cnnlab"]
+    first = _sys.argv[0] if _sys.argv else ""
+    return first.replace("\\", "/").rsplit("/", 1)[-1] == "cnnlab"  # the console script
+
+
+try:  # torch and friends take seconds to import: Ctrl-C here is still one line for the command's user
+    from .ablate import ablate
+    from .classify import RunResult, evaluate, load_run_model, train
+    from .config import Config
+    from .config import resolve as load_config
+    from .errors import UserError
+    from .models import create as create_model
+    from .models import list_models
+except KeyboardInterrupt:
+    if not _run_as_command():
+        raise
+    print("cnnlab: interrupted", file=_sys.stderr)
+    raise SystemExit(130) from None
 
 __version__ = "0.1.0"
 

@@ -352,15 +352,18 @@ def train(cfg: Config, *, resume: str | Path | None = None, callbacks: Sequence[
     extra += list(model.training_callbacks(run_cfg)) if hasattr(model, "training_callbacks") else []
     if t.lookahead.every:
         extra.append(Lookahead(t.lookahead, len(train_batches)))
-    train_module = distributed.wrap(model, device, t.sync_batchnorm)
-    if t.compile:
-        train_module = torch.compile(train_module)
+    def wrap_for_training(module: nn.Module, sync_batchnorm: bool = False) -> nn.Module:
+        wrapped = distributed.wrap(module, device, sync_batchnorm)
+        return torch.compile(wrapped) if t.compile else wrapped
+
+    train_module = wrap_for_training(model, t.sync_batchnorm)  # batch norms converted once, here
     recorder = RunRecorder(run, has_val, meta, {"budget_plan": plan.record() if plan else None})
     trainer = build_trainer(run_cfg, model, train_batches, session.execution, device, total_steps=sum(epoch_steps),
                             callbacks=[*extra, recorder, EpochPrinter(), *callbacks],
                             max_train_seconds=t.max_train_minutes * 60 if t.max_train_minutes else None,
                             deadline=session.wall_start + plan.deadline_seconds if plan and checkpoint is None
-                            else None, train_module=train_module)
+                            else None, train_module=train_module,
+                            rewrap=wrap_for_training if distributed.is_active() else None)
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint)
         recorder.restore(checkpoint)

@@ -130,11 +130,13 @@ class Trainer:
                  callbacks: Sequence[Callback] = (), max_train_seconds: float | None = None,
                  deadline: float | None = None, validate: str = "epoch", early_stopping: int = 0,
                  train_module: nn.Module | None = None,
+                 rewrap: Callable[[nn.Module], nn.Module] | None = None,
                  objective: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None):
         self.model = model
         self.objective = objective  # None: cross-entropy on the labels (see the module docstring)
         # Under torchrun the forward/backward go through the DDP wrapper; everything else uses the model.
         self.train_module = train_module if train_module is not None else model  # (a compiled module has no len)
+        self.rewrap = rewrap  # builds train_module again from the model (under torchrun; see below)
         self.optimizer, self.schedule = optimizer, schedule
         self.device, self.precision, self.channels_last = device, precision, channels_last
         self.label_smoothing, self.grad_clip = label_smoothing, grad_clip
@@ -257,6 +259,15 @@ class Trainer:
         return predict(model or self.eval_model, batches, self.device, self.precision, tta or self.tta)
 
     # ------------------------------------------------------------------------------------------ fit
+
+    def trainable_parameters_changed(self) -> None:
+        """Callbacks that freeze or unfreeze parameters mid-run call this. Under torchrun the DDP wrapper
+        averages the gradients of the parameters that required them when it was built, and waits for every one
+        of them: layers that join would train apart on each rank, and a frozen one would stall the next step.
+        So the wrapper is built again (and compiled again when it was compiled)."""
+        if self.rewrap is not None:
+            self.train_module = None  # let the old wrapper (and its gradient buckets) go first
+            self.train_module = self.rewrap(self.model)
 
     def fit(self, train_batches, val_batches, epoch_steps: list[int], progress_factory=None) -> FitState:
         """Train for len(epoch_steps) epochs (each limited to its number of steps), from self.state.epoch.

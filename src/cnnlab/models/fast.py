@@ -161,10 +161,13 @@ class FreezeAfter(Callback):
 
     def _set(self, trainer) -> None:
         train = trainer.schedule.step_count < round(self.epochs * trainer.schedule.steps_per_epoch)
+        changed = any(p.requires_grad != train for p in self.params)
         for p in self.params:
             p.requires_grad_(train)
             if not train:
                 p.grad = None
+        if changed:
+            trainer.trainable_parameters_changed()  # under torchrun: DDP built again
 
     def on_epoch_start(self, trainer, epoch: int) -> None:
         self._set(trainer)

@@ -21,7 +21,6 @@ import copy
 import json
 from typing import Any
 
-import torch
 from torch import nn
 
 from ..config import Config
@@ -68,26 +67,13 @@ class StageTwo(Callback):
         if not self.started and trainer.schedule.step_count >= round(self.epochs * trainer.schedule.steps_per_epoch):
             surgery.set_trainable(self.model, self.spec, self.keep_bn_statistics)
             self.started = True
-            _rewrap_for_new_parameters(trainer, self.model)
+            trainer.trainable_parameters_changed()  # under torchrun: DDP built again
 
     def on_epoch_start(self, trainer, epoch: int) -> None:
         self._check(trainer)
 
     def on_step_end(self, trainer) -> None:
         self._check(trainer)
-
-
-def _rewrap_for_new_parameters(trainer, model: nn.Module) -> None:
-    """Under torchrun: DistributedDataParallel averages the gradients of the parameters that required them
-    when it was built, so layers that join later would train apart on each rank. Build the wrapper again
-    (it also broadcasts rank 0's weights, which every rank already shares)."""
-    from ..engine import distributed
-
-    if not distributed.is_active():
-        return
-    compiled = hasattr(trainer.train_module, "_orig_mod")
-    wrapped = distributed.wrap(model, trainer.device)  # batch norms already converted if sync_batchnorm
-    trainer.train_module = torch.compile(wrapped) if compiled else wrapped
 
 
 def prepare(model: nn.Module, cfg: Config) -> list[Callback]:

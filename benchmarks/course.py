@@ -55,9 +55,10 @@ def run_commit(out: Path) -> str:
 
 
 def cell(value: object, metric: str) -> str:
-    if not isinstance(value, (int, float)):
-        return "—"
-    return f"{100 * value:.2f} %" if metric.endswith("accuracy") else f"{value:.4g}"
+    """The report's own formatting of a course figure ('—' for anything that is not a number)."""
+    from cnnlab.report.course import figure_text
+
+    return figure_text(value if isinstance(value, (int, float)) else None, metric)
 
 
 def results(out: Path) -> str:

@@ -55,7 +55,9 @@ def test_two_processes_reach_one_process_accuracy_on_real_cifar(tmp_path):
     They are not the same computation: each rank normalizes by the batch-norm statistics of its own 50 images,
     and the float sums run in another order; tolerance 2 points of test accuracy, twice the seed-to-seed spread
     of this setting in one process (seeds 0-3: 47.1, 44.7, 47.0, 46.0 %, std 1.1 points; measured 2026-11-28:
-    2 processes 46.3 % against 47.1 %). Every output is written once, by rank 0."""
+    2 processes 46.3 % against 47.1 %; the spread from `cnnlab train` with this test's arguments, `--seed 1`
+    to `--seed 3`, `train.threads=1`, and `pytest -s` prints the two figures). Every output is written once,
+    by rank 0."""
     from conftest import real_data_root
 
     args = ["--model", "cnn4", "model.widths=[16,32]", "model.fc_width=64", "model.batchnorm=true", "--epochs", "4",

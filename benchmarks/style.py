@@ -5,7 +5,9 @@
 1. apply: ms per frame of a style network (random weights: only the time matters; width --width, 5 residual
    blocks) at each size, batch 1, in the same run: plain eager fp32 (contiguous tensors, no_grad), each
    candidate path (channels_last; + inference_mode; TorchScript frozen; ONNX Runtime when installed), and the
-   path cnnlab's `stylize apply` takes (style/apply.py Stylizer). Median of --repeats.
+   path cnnlab's `stylize apply` takes (style/apply.py Stylizer). Median of --repeats. Then the ceiling: the
+   frame's GFLOP (FlopCounterMode), plain eager's GFLOP/s, and a large fp32 matrix product's GFLOP/s on the same
+   threads: what a 3x faster path would need against what this CPU delivers at best.
 2. optimize: seconds per iteration (one loss evaluation + backward, L-BFGS) at each size, loss network
    efficientnet_lite0 (the offline default) and vgg19 with random weights (timing only).
 3. train: seconds per step at 256 px, batch 4, width 32, loss network efficientnet_lite0.
@@ -30,7 +32,8 @@ from cnnlab.style.transformer import TransformNet
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def apply_paths(size: int, width: int, repeats: int) -> list[list[str]]:
+def apply_paths(size: int, width: int, repeats: int) -> tuple[list[list[str]], float]:
+    """The table rows of each inference path at this size, and plain eager's seconds per frame."""
     torch.manual_seed(0)
     model = TransformNet(width=width).eval()
     frame = torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8)
@@ -76,7 +79,40 @@ def apply_paths(size: int, width: int, repeats: int) -> list[list[str]]:
         times[label], _ = median_time(fn, repeats)
         print(f"  apply {size} px {label}: {1000 * times[label]:.1f} ms", flush=True)
     base = times["plain eager fp32"]
-    return [[f"{size} px", label, f"{1000 * t:.1f}", f"{base / t:.2f}x"] for label, t in times.items()]
+    return [[f"{size} px", label, f"{1000 * t:.1f}", f"{base / t:.2f}x"] for label, t in times.items()], base
+
+
+def frame_gflop(size: int, width: int) -> float:
+    """Floating-point work of one frame (convolutions, counted by torch's FlopCounterMode on meta tensors: no
+    compute). Instance norms, padding and activations are memory-bound extras it does not count."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = TransformNet(width=width).eval()
+        frame = torch.empty(1, 3, size, size)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(frame)
+    return counter.get_total_flops() / 1e9
+
+
+def matmul_gflops(repeats: int, n: int = 2048) -> float:
+    """This CPU's dense fp32 throughput as the threads in use reach it: a large matrix product, the kernel
+    closest to peak. No convolution path runs faster than this, so it bounds what any inference path can gain."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    seconds, _ = median_time(lambda: torch.mm(a, b), repeats)
+    return 2 * n ** 3 / seconds / 1e9
+
+
+def ceiling_rows(eager_seconds: dict[int, float], width: int, repeats: int, goal: float = 3.0) -> list[list[str]]:
+    """Why a faster *path* cannot give `goal`x here: the GFLOP/s the goal needs against the measured ceiling."""
+    ceiling = matmul_gflops(repeats)
+    print(f"  fp32 matrix product: {ceiling:.0f} GFLOP/s", flush=True)
+    rows = []
+    for size, seconds in eager_seconds.items():
+        work = frame_gflop(size, width)
+        rows.append([f"{size} px", f"{work:.1f}", f"{work / seconds:.0f}", f"{goal * work / seconds:.0f}",
+                     f"{ceiling:.0f}", f"{(work / seconds) / ceiling:.0%}"])
+    return rows
 
 
 def onnx_session(model, size: int):
@@ -152,9 +188,19 @@ def main() -> None:
     start = time.perf_counter()
     sections = []
     if "apply" in args.only:
-        rows = [row for size in args.sizes for row in apply_paths(size, args.width, args.repeats)]
+        rows, eager_seconds = [], {}
+        for size in args.sizes:
+            size_rows, eager_seconds[size] = apply_paths(size, args.width, args.repeats)
+            rows += size_rows
         sections.append(f"## apply: ms per frame (batch 1, width {args.width}, {threads} threads, median of "
                         f"{args.repeats})\n\n" + table(["size", "path", "ms per frame", "vs plain eager"], rows))
+        sections.append(
+            "## apply: how far plain eager is from this CPU's fp32 ceiling\n\n"
+            "Work per frame counted by torch's FlopCounterMode (convolutions only); the ceiling is a 2048 x 2048 "
+            f"fp32 matrix product on the same {threads} threads, the kernel closest to peak. The 3x goal needs the "
+            "GFLOP/s of the fourth column; no fp32 inference path of the same network can run above the fifth.\n\n"
+            + table(["size", "GFLOP per frame", "plain eager GFLOP/s", "GFLOP/s for 3x", "fp32 matmul GFLOP/s",
+                     "eager / matmul"], ceiling_rows(eager_seconds, args.width, args.repeats)))
     if "optimize" in args.only:
         sections.append("## optimize: seconds per iteration (loss + backward)\n\n" +
                         table(["loss network", "size", "seconds"], optimize_rows(args.sizes, args.repeats)))

@@ -2,14 +2,17 @@
 
     python benchmarks/style_network.py                      # 30 minutes of training (the issue's goal)
     python benchmarks/style_network.py --minutes 5 --out runs/bench-style-5   # a quick look
+    python benchmarks/style_network.py --content-weight 3 --name style-network-cw3 --out runs/bench-style-cw3
 
 Trains `cnnlab stylize train --minutes M` as a whole process (the painting, the content photos, image size,
 batch and loss weights below; previews every --preview-every steps), then `cnnlab stylize apply` on shared
 photos that are not in the training set, at their own size (longest side --apply-size). Writes
-benchmarks/results/style-network-<CPU class>.md (image size, batch, steps, photos seen, minutes, loss per
-epoch, apply seconds), style-network-evolution-<CPU class>.jpg (the previews over training) and
-style-network-apply-<CPU class>.jpg (photo, stylized). A finished run in --out with the same settings is reused
+benchmarks/results/<name>-<CPU class>.md (--name, default style-network; image size, batch, steps, photos seen, minutes, loss per
+epoch, apply seconds), <name>-evolution-<CPU class>.jpg (the previews over training) and
+<name>-apply-<CPU class>.jpg (photo, stylized). A finished run in --out with the same settings is reused
 (delete it, or pass --fresh, to train again). Judge the pictures by eye: that is the point of them.
+The script's --content-weight default (1) is the first measurement; `stylize train` itself defaults to 3 since
+(the README's style section shows both).
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ def main() -> None:
     parser.add_argument("--apply-size", type=int, default=512)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-style-network")
     parser.add_argument("--fresh", action="store_true")
+    parser.add_argument("--name", default="style-network", help="results file names: <name>-<CPU class>.md, ...")
     args = parser.parse_args()
     banner = cpu_banner()
     print(banner, flush=True)
@@ -83,7 +87,7 @@ def main() -> None:
     summary = json.loads((out / "summary.json").read_text())
     process_seconds = json.loads((out / "benchmark-seconds.json").read_text())["process_seconds"]
     stylized, apply_rows = apply_to_photos(out, args.apply_size)
-    pictures(out, stylized, summary)
+    pictures(out, stylized, summary, args.name)
     with open(out / "metrics.csv") as f:
         epochs = [[r["epoch"], r["train_images"], f"{float(r['train_loss']):.3f}", f"{float(r['epoch_seconds']):.0f}"]
                   for r in csv.DictReader(f)]
@@ -105,9 +109,9 @@ def main() -> None:
         table(["epoch", "photos", "mean loss", "seconds"], epochs), "",
         f"`stylize apply` on photos the network never saw (longest side {args.apply_size} px, one process each):",
         "", table(["photo", "size", "seconds, whole process"], apply_rows), "",
-        f"Pictures: style-network-evolution-{cpu_class()}.jpg (previews over training), "
-        f"style-network-apply-{cpu_class()}.jpg (photo, stylized).", ""])
-    save_result("style-network", text)
+        f"Pictures: {args.name}-evolution-{cpu_class()}.jpg (previews over training), "
+        f"{args.name}-apply-{cpu_class()}.jpg (photo, stylized).", ""])
+    save_result(args.name, text)
     print(text)
 
 
@@ -130,19 +134,20 @@ def apply_to_photos(out: Path, size: int):
     return pairs, rows
 
 
-def pictures(out: Path, stylized, summary: dict) -> None:
+def pictures(out: Path, stylized, summary: dict, name: str) -> None:
     from PIL import Image
 
     from cnnlab.report.plots import image_grid
 
     results = ROOT / "benchmarks" / "results"
-    Image.open(out / "evolution.png").convert("RGB").save(results / f"style-network-evolution-{cpu_class()}.jpg",
+    Image.open(out / "evolution.png").convert("RGB").save(results / f"{name}-evolution-{cpu_class()}.jpg",
                                                         quality=85)
     image_grid([[photo, styled] for photo, styled in stylized],
                [["photo", f"after {summary['steps']} steps"] for _ in stylized],
-               results / f"style-network-apply-{cpu_class()}.jpg",
+               results / f"{name}-apply-{cpu_class()}.jpg",
                title=f"{Path(summary['style']).stem}: a style network trained {summary['train_seconds'] / 60:.0f} "
-                     f"min on 2 cores ({cpu_class()})")
+                     f"min on 2 cores ({cpu_class()}), content weight {summary['settings']['content_weight']:g}, "
+                     f"style weight {summary['settings']['style_weight']:g}")
 
 
 if __name__ == "__main__":

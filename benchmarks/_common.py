@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -73,9 +74,37 @@ def accepted_code_versions() -> list[str]:
 
     For a change that cannot move a figure (a printed message, say) so hours of runs need not be redone; the
     run's own code version stays in its bench.json and the results list every version their runs came from."""
-    import os
-
     return [v.strip() for v in os.environ.get("CNNLAB_BENCH_ACCEPT_CODE", "").split(",") if v.strip()]
+
+
+def cnnlab_env() -> dict[str, str]:
+    """The environment of a benchmarked `cnnlab` process: this tree's src/ first on the path, so a script run
+    from a worktree measures that worktree's code (not whichever copy the virtual environment installed)."""
+    from pathlib import Path
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+
+
+def _cached_or_cleared(run_dir, fresh: bool, version: str, keys: set[str]) -> dict | None:
+    """A benchmark run's earlier record when its key matches (never for uncommitted code), else None with the
+    folder cleared for a new run. A measured run is never thrown away because src/ has uncommitted changes."""
+    import json
+    import shutil
+
+    record = run_dir / "bench.json"
+    if record.is_file() and not fresh:
+        if "+dirty" in version:
+            raise SystemExit(f"{run_dir} holds a measured run, and src/ has uncommitted changes (code version "
+                             f"{version}): commit them first (the run is then reused where "
+                             f"CNNLAB_BENCH_ACCEPT_CODE allows), or pass --fresh to measure it again")
+        cached = json.loads(record.read_text())
+        if cached.get("key") in keys:
+            RUNS_SEEN.append(cached)
+            return cached
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    return None
 
 
 def train_process(name: str, config_file, seed: int, overrides: list[str], out, fresh: bool = False,
@@ -85,7 +114,6 @@ def train_process(name: str, config_file, seed: int, overrides: list[str], out, 
     test/val accuracy and whole-process minutes."""
     import hashlib
     import json
-    import shutil
     import subprocess
     import sys
     from pathlib import Path
@@ -101,21 +129,13 @@ def train_process(name: str, config_file, seed: int, overrides: list[str], out, 
                             .encode()).hexdigest()[:12]
 
     key = key_for(version)
-    if record.is_file() and not fresh and "+dirty" not in version:
-        cached = json.loads(record.read_text())
-        if cached.get("key") in {key_for(code) for code in [version, *accepted_code_versions()]}:
-            RUNS_SEEN.append(cached)
-            return cached
-    if record.is_file() and not fresh and "+dirty" in version:  # never throw away a measured run by accident
-        raise SystemExit(f"{run_dir} holds a measured run, and src/ has uncommitted changes (code version "
-                         f"{version}): commit them first (the run is then reused where CNNLAB_BENCH_ACCEPT_CODE "
-                         f"allows), or pass --fresh to measure it again")
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
+    cached = _cached_or_cleared(run_dir, fresh, version, {key_for(code) for code in [version, *accepted_code_versions()]})
+    if cached is not None:
+        return cached
     cmd = [sys.executable, "-m", "cnnlab", "train", "--config", str(config_file), "--seed", str(seed),
            "--out", str(run_dir), "--no-progress", *extra_args, *overrides]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=cnnlab_env())
     minutes = (time.perf_counter() - start) / 60
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
@@ -158,7 +178,6 @@ def cnnlab_process(name: str, args: list[str], out, fresh: bool = False) -> dict
     arguments and code version): its summary.json plus the process's seconds and code version."""
     import hashlib
     import json
-    import shutil
     import subprocess
     import sys
     from pathlib import Path
@@ -168,16 +187,12 @@ def cnnlab_process(name: str, args: list[str], out, fresh: bool = False) -> dict
     record = run_dir / "bench.json"
     version = code_version()
     key = hashlib.sha1((repr(args) + version).encode()).hexdigest()[:12]
-    if record.is_file() and not fresh and "+dirty" not in version:
-        cached = json.loads(record.read_text())
-        if cached.get("key") == key:
-            RUNS_SEEN.append(cached)
-            return cached
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
+    cached = _cached_or_cleared(run_dir, fresh, version, {key})
+    if cached is not None:
+        return cached
     cmd = [sys.executable, "-m", "cnnlab", *args, "--out", str(run_dir), "--no-progress"]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=cnnlab_env())
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")

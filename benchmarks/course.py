@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import cpu_banner, cpu_class, table
+from _common import cnnlab_env, cpu_banner, cpu_class, table
 
 ROOT = Path(__file__).resolve().parents[1]
 LOG = "course-output.log"
@@ -34,8 +34,7 @@ def run_course(minutes: float, out: Path, extra: list[str]) -> tuple[int, float]
     start = time.perf_counter()
     with open(out / LOG, "w") as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                                    filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))})
+env=cnnlab_env())
         for line in proc.stdout:
             sys.stdout.write(line)
             log.write(line)

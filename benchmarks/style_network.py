@@ -7,9 +7,9 @@
 Trains `cnnlab stylize train --minutes M` as a whole process (the painting, the content photos, image size,
 batch and loss weights below; previews every --preview-every steps), then `cnnlab stylize apply` on shared
 photos that are not in the training set, at their own size (longest side --apply-size). Writes
-benchmarks/results/<name>-<CPU class>.md (--name, default style-network; image size, batch, steps, photos seen, minutes, loss per
-epoch, apply seconds), <name>-evolution-<CPU class>.jpg (the previews over training) and
-<name>-apply-<CPU class>.jpg (photo, stylized). A finished run in --out with the same settings is reused
+benchmarks/results/<name>-<CPU class>.md (--name, default style-network; image size, batch, steps,
+photos seen, minutes, loss per epoch, apply seconds), <name>-evolution-<CPU class>.jpg (the previews over
+training) and <name>-apply-<CPU class>.jpg (photo, stylized). A finished run in --out with the same settings is reused
 (delete it, or pass --fresh, to train again). Judge the pictures by eye: that is the point of them.
 The script's --content-weight default (1) is the first measurement; `stylize train` itself defaults to 3 since
 (the README's style section shows both).
@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import cpu_banner, cpu_class, save_result, table
+from _common import cnnlab_env, cpu_banner, cpu_class, save_result, table
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CNNLAB_DATA", ROOT.parent / "shared" / "data"))
@@ -37,8 +37,7 @@ PHOTOS = ["chelsea.png", "china.jpg", "astronaut.png"]
 def cnnlab(*args: str) -> float:
     """Run one cnnlab command as its own process; its wall seconds."""
     start = time.perf_counter()
-    path = os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))
-    subprocess.run([sys.executable, "-m", "cnnlab", *args], check=True, env={**os.environ, "PYTHONPATH": path})
+    subprocess.run([sys.executable, "-m", "cnnlab", *args], check=True, env=cnnlab_env())
     return time.perf_counter() - start
 
 

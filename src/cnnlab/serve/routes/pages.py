@@ -4,7 +4,6 @@ the health check. GET routes only: nothing here changes state a browser could be
 from __future__ import annotations
 
 import functools
-import json
 import re
 import shutil
 import uuid
@@ -86,21 +85,21 @@ def result(name: str, state: StateDep):
 
 def list_runs(root: Path) -> list[dict]:
     """The run directories directly under `root`: name, kind and one key figure."""
-    from ...runs import run_kind
+    from ... import runs
 
     out = []
     if not root.is_dir():
         return out
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and (p / "summary.json").is_file()):
-        try:
-            s = json.loads((folder / "summary.json").read_text())
-        except (OSError, ValueError):
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and (p / runs.SUMMARY).is_file()):
+        s = runs.try_read_summary(folder)
+        if s is None:  # damaged or of a newer cnnlab: not listed
             continue
         figure = ""
-        for key, label in (("test_accuracy", "test"), ("best_val_accuracy", "val")):
-            if isinstance(s.get(key), (int, float)):
-                figure = f"{label} {100 * s[key]:.2f} %"
+        for key, label in (("test_accuracy", "test"), ("best_val_accuracy", "val"), ("accuracy", "accuracy")):
+            value = s.get(key)
+            if isinstance(value, (int, float)):
+                figure = f"{label} {100 * value:.2f} %"
                 break
-        out.append({"name": folder.name, "kind": run_kind(s), "figure": figure,
-                    "style_network": s.get("kind") == "style_network"})
+        out.append({"name": folder.name, "kind": s.kind, "figure": figure,
+                    "style_network": s.kind == "style-network"})
     return out

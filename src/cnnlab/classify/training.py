@@ -63,24 +63,6 @@ def plan_budget(cfg: Config, data: data_mod.ClassificationData, device: torch.de
                             test_images=len(data.test_labels) if cfg.train.final_test else 0)
 
 
-def _check_fits(cfg: Config, data: data_mod.ClassificationData) -> None:
-    """Settings that only make sense with the data at hand."""
-    world = distributed.world_size()
-    if cfg.train.batch_size % world:
-        raise UserError(f"config field 'train.batch_size' ({cfg.train.batch_size}) is the global batch and must be "
-                        f"a multiple of the {world} processes")
-    if (cfg.transfer.early_stopping or cfg.schedule.name == "plateau") and \
-            (len(data.val_labels) == 0 or cfg.train.validate != "epoch"):
-        if cfg.transfer.early_stopping:
-            raise UserError("early stopping watches the validation accuracy, so it needs validation images "
-                            "(data.val_size / data.val_fraction > 0) and train.validate: epoch")
-        raise UserError("schedule 'plateau' reduces the learning rate when validation stops improving, so it "
-                        "needs data.val_size > 0 and train.validate: epoch")
-    if cfg.transfer.features and cfg.train.tta != "none":
-        raise UserError(f"train.tta '{cfg.train.tta}' needs images, but a features run classifies feature vectors; "
-                        f"set train.tta: none")
-
-
 def _open(cfg: Config, resume: str | Path | None, started: float | None) -> tuple[RunSession, Config]:
     """Validate the config, open the run session, and settle the config to run: a new run's, or the saved
     config of a resumed one with this invocation's where-it-runs settings (config.RESUME_CHANGEABLE)."""

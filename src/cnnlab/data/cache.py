@@ -13,9 +13,9 @@ style-training photos (style/photos.py) and backbone features (transfer/features
 - An entry is trusted only when it proves itself: readable as safetensors, its metadata naming this
   namespace and key, a sha256 of its tensors (names, dtypes, shapes and bytes) in its metadata that matches
   what was read, and, when the caller says what to expect, exactly the expected tensor names with the
-  expected shapes and dtypes (and whatever its `validate` checks). Anything else (a truncated file, a disk error, a file edited or replaced by
-  hand, a pickle under a .safetensors name) is rebuilt and replaced, not trusted and not an error: a cache
-  is only ever a shortcut.
+  expected shapes and dtypes (and whatever its `validate` checks). Anything else (a truncated file, a disk
+  error, a file edited or replaced by hand, a pickle under a .safetensors name) is rebuilt and replaced, not
+  trusted and not an error: a cache is only ever a shortcut.
 - A cache folder that cannot be written is one UserError line naming the folder and how to choose another
   (``data.cache_dir``, ``--cache-dir``, ``$CNNLAB_CACHE``).
 """

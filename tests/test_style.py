@@ -34,8 +34,8 @@ def test_gram_matrix_by_hand():
 def test_total_variation_by_hand():
     x = torch.tensor([[[[0.0, 1.0], [2.0, 4.0]]]])
     # vertical differences 2, 3 -> mean of squares 6.5; horizontal 1, 2 -> 2.5
-    assert losses.total_variation(x).item() == pytest.approx(9.0)
-    assert losses.total_variation(torch.ones(1, 3, 5, 5)).item() == 0.0
+    assert losses.total_variation_l2(x).item() == pytest.approx(9.0)
+    assert losses.total_variation_l2(torch.ones(1, 3, 5, 5)).item() == 0.0
 
 
 def test_softmax_smoothing_and_relative_terms():

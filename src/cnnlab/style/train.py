@@ -11,7 +11,6 @@ into evolution.png: how the output changes over training, as the course showed i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from ..engine.run import RunSession
 from ..errors import UserError
 from . import lossnet
 from .optimize import StyleObjective, resize_longest
+from .photos import load_photos, photos_digest  # decoded and cached once (style/photos.py)
 from .transformer import TransformNet
 
 SETTINGS = "style.json"
@@ -83,34 +83,6 @@ def content_files(folder: str | Path) -> list[Path]:
     if not files:
         raise UserError(f"--content-dir {root} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return files
-
-
-def photos_digest(files: list[Path]) -> str:
-    """Which photos, as they are now: paths, sizes and modification times."""
-    return hashlib.sha256(json.dumps([[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files])
-                          .encode()).hexdigest()[:20]
-
-
-def load_photos(files: list[Path], size: int, cache_dir: Path | None) -> torch.Tensor:
-    """uint8 [N, 3, size, size] center crops of the photos, decoded once and cached (keyed by the files'
-    paths, sizes and modification times, and the size)."""
-    from safetensors.torch import load_file
-    from safetensors.torch import save as to_bytes
-
-    from ..data.folders import decode
-
-    key = hashlib.sha256(f"{photos_digest(files)}-{size}".encode()).hexdigest()[:20]
-    path = cache_dir / f"style-photos-{key}.safetensors" if cache_dir else None
-    if path is not None and path.is_file():
-        try:
-            return load_file(str(path))["photos"]
-        except Exception:  # damaged: decode again
-            pass
-    photos = torch.stack([decode(f, size, size) for f in files])
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        runs.atomic_write_bytes(path, to_bytes({"photos": photos.contiguous()}))
-    return photos
 
 
 class PhotoBatches:

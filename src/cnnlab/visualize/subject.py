@@ -12,7 +12,7 @@ from torch import nn
 
 from ..errors import UserError, did_you_mean
 from ..models import backbones, registry
-from ..models.backbones import Preprocess
+from ..models.contract import Preprocess
 
 
 @dataclass

@@ -165,3 +165,15 @@ def test_the_session_refuses_to_overwrite_or_to_resume_what_is_not_there(tmp_pat
         RunSession.open(tmp_path / "done", kind="train")
     session = RunSession.open(tmp_path / "fresh", kind="finetune")
     assert session.resume_command == f"cnnlab finetune --resume {tmp_path / 'fresh'}"
+
+
+def test_visualize_writes_a_valid_summary(fake_cifar_root, tmp_path):
+    from cnnlab import visualize
+
+    source = train(tiny_cfg(fake_cifar_root, tmp_path / "train")).run_dir
+    subject = visualize.load_subject(run=source)
+    visualize.attribution(subject, [PHOTOS / "chelsea.png"], tmp_path / "attr", methods=["saliency", "gradcam"])
+    data = assert_valid_summary(tmp_path / "attr", "visualize")
+    assert data["method"] == "attribution" and data["source_run"] == str(source) and data["outputs"]
+    visualize.classes(subject, [0, 1], tmp_path / "cls", visualize.MaximizeSettings(steps=2))
+    assert assert_valid_summary(tmp_path / "cls", "visualize")["method"] == "classes"

@@ -22,7 +22,7 @@ from ..engine import Callback, Trainer, distributed
 from ..engine.device import Execution, memory_format
 from ..engine.optim import LrSchedule, build_optimizer
 from ..engine.optim import check_names as check_optim_names
-from ..models.backbones import preprocess_for
+from ..data.preprocess import Preprocess
 from ..transfer import features as transfer_features
 
 
@@ -94,18 +94,14 @@ def build_trainer(cfg: Config, model: nn.Module, train_batches: TensorBatches, e
                    early_stopping=cfg.transfer.early_stopping, **extra)
 
 
-def image_view(cfg: Config) -> data_mod.ImageView | None:
+def image_view(cfg: Config) -> Preprocess | None:
     """How the model wants its photos (folder datasets): a backbone's preprocessing, a source run's
     input size and normalization, or the data's own statistics for a network trained from scratch."""
     if cfg.data.dataset != "folder":
         return None
     if cfg.transfer.from_run:
-        return runs.RunMeta.from_metadata(transfer.source_metadata(cfg.transfer.from_run),
-                                          f"--from {cfg.transfer.from_run}").view()
-    pre = preprocess_for(cfg.model.name)
-    if pre is not None:
-        return data_mod.ImageView(pre.resize, pre.crop, pre.mean, pre.std)
-    return data_mod.ImageView()
+        return transfer.source_metadata(cfg.transfer.from_run).view()
+    return models.preprocessing(cfg.model.name) or Preprocess()  # the name was checked by check_names
 
 
 def prepared_model(cfg: Config, data: data_mod.ClassificationData, device: torch.device, execution: Execution,
@@ -123,8 +119,7 @@ def prepared_model(cfg: Config, data: data_mod.ClassificationData, device: torch
         model = build_model(cfg, data)
         if cfg.transfer.head_from and load_source:
             transfer.load_head(model, cfg, list(data.classes))
-    if hasattr(model, "fit_to_data"):  # data-dependent init (e.g. the fast recipe's frozen whitening)
-        model.fit_to_data(data.train_images, data.mean, data.std)
+    models.fit_to_data(model, data.train_images, data.mean, data.std)  # e.g. the fast recipe's frozen whitening
     if transfer.adapts_network(cfg):
         callbacks += transfer.prepare(model, cfg)
     model.to(device, memory_format=memory_format(execution.channels_last and not is_features(cfg)))

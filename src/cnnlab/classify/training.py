@@ -117,7 +117,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, callbacks: Sequence[
     notes["params"] = sum(p.numel() for p in model.parameters())
     train_batches, val_batches, test_batches = make_batches(run_cfg, data, device, execution.channels_last)
     epoch_steps = steps_per_epoch(train_batches, t.epochs)
-    extra += list(model.training_callbacks(run_cfg)) if hasattr(model, "training_callbacks") else []
+    extra += models.training_callbacks(model, run_cfg)
     if t.lookahead.every:
         extra.append(Lookahead(t.lookahead, len(train_batches)))
 

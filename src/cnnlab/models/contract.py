@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 from torch import nn
 
+from ..data.preprocess import Preprocess  # noqa: F401  (declared with each registry entry)
 from ..errors import UserError
 
 if TYPE_CHECKING:
@@ -43,38 +44,6 @@ HEAD_ATTRIBUTE = "cnnlab_head"
 
 
 # ----------------------------------------------------------------------------------------------- preprocessing
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How a model wants its input: resize the shorter side, optionally center-crop, normalize.
-
-    ``fixed_size`` models (e.g. with a flatten + dense head) always get resize + square crop; others
-    may take the whole image with its shorter side resized (no crop), which keeps every pixel visible.
-    """
-
-    resize: int
-    crop: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    fixed_size: bool = False
-
-    def __call__(self, image: torch.Tensor, crop: bool | None = None) -> torch.Tensor:
-        """uint8 [3, H, W] -> normalized float [3, h, w]."""
-        from torchvision.transforms import v2
-
-        do_crop = self.fixed_size if crop is None else (crop or self.fixed_size)
-        steps = [v2.Resize(self.resize if do_crop else self.crop, antialias=True)]
-        if do_crop:
-            steps.append(v2.CenterCrop(self.crop))
-        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
-        return v2.Compose(steps)(image)
-
-    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalized float [..., 3, h, w] -> [0, 1] RGB, for display."""
-        mean = torch.tensor(self.mean, device=x.device).view(-1, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(-1, 1, 1)
-        return (x * std + mean).clamp(0, 1)
 
 
 # ----------------------------------------------------------------------------------------------- the classifier

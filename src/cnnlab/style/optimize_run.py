@@ -12,6 +12,7 @@ import torch
 
 from ..data.images import read_image, save_png
 from ..errors import UserError
+from .. import runs
 from ..runs import RunDir, environment
 from . import lossnet
 from .memory import check_size
@@ -75,19 +76,18 @@ def optimize(content: str | Path, styles: Sequence[str | Path], out: str | Path,
     pictures = _pictures(run, content_image, style_images, results, s)
     run.write_csv("losses.csv", [{"content_weight": cw, "iteration": i, **row}
                                  for cw, r in results for i, row in enumerate(r.history)])
-    summary = {
-        "method": "optimize", "content": str(content), "styles": [str(p) for p in styles],
-        "initial": first.initial, "final": first.final, "settings": first.settings,
-        "loss_net": _loss_net_record(net), "seconds": first.seconds,
-        "seconds_per_iteration": first.seconds / max(len(first.history), 1),
-        "size": list(first.image.shape[-2:]), "output": str(run / "stylized.png"), "pictures": pictures,
-        "runs": [{"content_weight": cw, "initial": r.initial, "final": r.final, "seconds": r.seconds,
-                  "output": str(run / f"stylized-cw{cw:g}.png")} for cw, r in results],
-        "precision": execution.precision, "cpu_class": execution.cpu_class, "device": str(dev), "threads": used,
-    }
+    summary = runs.StylizeSummary(
+        kind="stylize", name=run.path.name, method="optimize", content=str(content), styles=[str(p) for p in styles],
+        initial=first.initial, final=first.final, settings=first.settings, loss_net=_loss_net_record(net),
+        seconds=first.seconds, seconds_per_iteration=first.seconds / max(len(first.history), 1),
+        size=list(first.image.shape[-2:]), output=str(run / "stylized.png"), pictures=pictures,
+        runs=[{"content_weight": cw, "initial": r.initial, "final": r.final, "seconds": r.seconds,
+               "output": str(run / f"stylized-cw{cw:g}.png")} for cw, r in results],
+        precision=execution.precision, cpu_class=execution.cpu_class, device=str(dev), threads=used,
+        git_commit=runs.git_commit(), torch_version=torch.__version__)
     run.write_json("environment.json", environment(used, dev, execution=execution.record()))
-    run.write_json("summary.json", summary)
-    return summary
+    runs.write_summary(run, summary)
+    return summary.to_dict()
 
 
 def _pictures(run: RunDir, content: torch.Tensor, styles: list[torch.Tensor],

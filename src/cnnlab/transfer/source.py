@@ -4,7 +4,6 @@ head initialized from a features run (--head-from). Both read finished run direc
 from __future__ import annotations
 
 import copy
-import json
 
 from torch import nn
 
@@ -21,11 +20,11 @@ def _source(run_dir: str):
     if not run.exists(runs.CONFIG) or not run.exists(runs.BEST):
         raise UserError(f"--from {run_dir} is not a trained cnnlab run directory (it needs {runs.CONFIG} and "
                         f"{runs.BEST}); pass the --out folder of a finished cnnlab train run")
-    return run, config_mod.resolve(run / runs.CONFIG), run.weights_metadata(runs.BEST)
+    return run, config_mod.resolve(run / runs.CONFIG), runs.RunMeta.of_run(run)
 
 
-def source_metadata(run_dir: str) -> dict[str, str]:
-    """The source run's weights metadata: classes, image shape, normalization."""
+def source_metadata(run_dir: str):
+    """The source run's RunMeta: classes, image shape, normalization."""
     return _source(run_dir)[2]
 
 
@@ -47,8 +46,7 @@ def cut_source_run(run_dir: str, num_classes: int, load_weights: bool = True) ->
     from .. import models, runs
 
     run, source, meta = _source(run_dir)
-    model = models.create_for(source.model.name, source.model.args, len(json.loads(meta["classes"])),
-                              tuple(json.loads(meta["image_shape"])))
+    model = models.create_for(source.model.name, source.model.args, len(meta.classes), meta.image_shape)
     if load_weights:
         model.load_state_dict(run.load_weights(runs.BEST))
     surgery.replace_head(model, num_classes)
@@ -72,7 +70,7 @@ def load_head(model: nn.Module, cfg: Config, classes: list[str]) -> None:
     if source.model.name != cfg.model.name:
         raise UserError(f"--head-from {run_dir} used backbone {source.model.name}, this run {cfg.model.name}; "
                         f"use a features run of the same backbone")
-    run_classes = json.loads(run.weights_metadata(runs.BEST)["classes"])
+    run_classes = list(runs.RunMeta.of_run(run).classes)
     if run_classes != list(classes):
         raise UserError(f"--head-from {run_dir} was trained on classes {', '.join(run_classes)}, this data has "
                         f"{', '.join(classes)}; use a features run of the same dataset")

@@ -15,6 +15,7 @@ import torch
 from ..data.images import expand_image_paths, read_image
 from ..engine.metrics import topk
 from ..errors import UserError
+from .. import runs
 from ..runs import RunDir, atomic_write_bytes
 from . import render
 from .attribution import DEFAULT_METHODS, Attributor, check_methods
@@ -26,7 +27,20 @@ def _out(out: str | Path) -> RunDir:
     return RunDir(out).create()
 
 
-def _save_maximized(out: RunDir, stem: str, result, labels: list[str], title: str) -> dict:
+def _write_summary(out: RunDir, method: str, subject: Subject, *, layer: str | None = None,
+                   targets: Sequence = (), outputs: Sequence[str] = (), details: str | None = None,
+                   precision: str | None = None) -> None:
+    """summary.json of kind `visualize`: what was looked at and which files show it (the per-image record
+    stays in the method's own JSON, `details`)."""
+    runs.write_summary(out, runs.VisualizeSummary(
+        kind="visualize", name=out.path.name, method=method, model=subject.name,
+        source_run=subject.name.rsplit("(", 1)[1].rstrip(")") if subject.name.endswith(")") else None,
+        layer=layer, targets=list(targets), outputs=[str(o) for o in outputs], details=details,
+        git_commit=runs.git_commit(), torch_version=torch.__version__, precision=precision))
+
+
+def _save_maximized(out: RunDir, stem: str, result, labels: list[str], title: str, subject: Subject,
+                    method: str) -> dict:
     grid = render.tile_grid(result.images, labels, out / f"{stem}.png", title=title)
     buffer = io.BytesIO()  # written whole or not at all, like every file of a run directory
     np.save(buffer, result.images.numpy().astype(np.float32))
@@ -35,6 +49,8 @@ def _save_maximized(out: RunDir, stem: str, result, labels: list[str], title: st
             "initial_activation": result.initial_activation, "final_activation": result.final_activation,
             **result.meta}
     out.write_json(f"{stem}.json", info)
+    _write_summary(out, method, subject, layer=result.meta.get("layer"), targets=list(result.targets),
+                   outputs=[grid], details=str(out / f"{stem}.json"))
     return info
 
 
@@ -55,7 +71,7 @@ def filters(subject: Subject, layer: str, indices: Sequence[int] | None, out: st
     result = maximize(subject, layer, indices, settings)
     stem = f"filters_{layer.replace('.', '_')}"
     return _save_maximized(_out(out), stem, result, [str(i) for i in indices],
-                           f"{subject.name}: {layer}, filters maximized")
+                           f"{subject.name}: {layer}, filters maximized", subject, "filters")
 
 
 def classes(subject: Subject, targets: Sequence[str | int] | None, out: str | Path,
@@ -68,7 +84,8 @@ def classes(subject: Subject, targets: Sequence[str | int] | None, out: str | Pa
     indices = [subject.class_index(t) for t in targets]
     result = maximize(subject, None, indices, settings)
     labels = [f"{i} {subject.class_names[i]}" for i in indices]
-    return _save_maximized(_out(out), "classes", result, labels, f"{subject.name}: class logits maximized")
+    return _save_maximized(_out(out), "classes", result, labels, f"{subject.name}: class logits maximized", subject,
+                           "classes")
 
 
 def show_weights(subject: Subject, out: str | Path) -> dict:
@@ -77,6 +94,7 @@ def show_weights(subject: Subject, out: str | Path) -> dict:
     target = _out(out)
     path = render.tile_grid(tiles, [str(i) for i in range(len(tiles))], target / "first_layer_weights.png",
                             title=f"{subject.name}: {name} kernels")
+    _write_summary(target, "weights", subject, layer=name, outputs=[path])
     return {"layer": name, "grid": str(path), "kernels": len(tiles)}
 
 
@@ -143,4 +161,7 @@ def attribution(subject: Subject, images: Sequence[str | Path], out: str | Path,
     summary = {"model": subject.name, "layer": layer if needs_cam else None, "methods": methods, "images": records,
                "precision": precision, "precision_reason": execution.reason}
     target_dir.write_json("attribution.json", summary)
+    _write_summary(target_dir, "attribution", subject, layer=summary["layer"],
+                   targets=[r["target_name"] for r in records], outputs=[f for r in records for f in r["files"]],
+                   details=str(target_dir / "attribution.json"), precision=execution.precision)
     return summary

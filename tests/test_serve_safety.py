@@ -287,6 +287,27 @@ def test_reports_on_the_web_show_no_server_paths_and_no_linked_files(tmp_path, m
         state.keep_recent()  # a picture that vanished during the sort is skipped, not a 500
 
 
+def test_the_serve_flags_are_made_from_the_settings(monkeypatch):
+    import argparse
+
+    from cnnlab.serve.run import add_arguments, settings_from
+
+    parser = add_arguments(argparse.ArgumentParser())
+    assert settings_from(parser.parse_args([])) == ServeSettings()  # one set of defaults
+    args = parser.parse_args(["--host", "0.0.0.0", "--allow-host", "Lab", "--allow-host", "lab.example",
+                              "--max-megapixels", "10", "--keep-web-runs", "3", "--train-interval", "0",
+                              "--max-models", "1", "--access-log"])
+    settings = settings_from(args)
+    assert settings.extra_hosts == ("lab", "lab.example") and settings.max_pixels == 10_000_000
+    assert settings.keep_web_runs == 3 and settings.train_interval == 0 and settings.max_models == 1
+    assert settings.access_log and len(settings.token) >= 32 and not settings.loopback
+    monkeypatch.setenv("CNNLAB_SERVE_TOKEN", "s" * 20)
+    assert settings_from(parser.parse_args(["--host", "0.0.0.0"])).token == "s" * 20
+    for bad in (["--max-megapixels", "0"], ["--port", "70000"], ["--host", "0.0.0.0", "--token", "short"]):
+        with pytest.raises(UserError):
+            settings_from(parser.parse_args(bad))
+
+
 def _serve(tmp_path: Path, *flags: str, env: dict | None = None) -> tuple[subprocess.Popen, str, int]:
     """A real `cnnlab serve` process; (process, its first printed line, port)."""
     with socket.socket() as s:

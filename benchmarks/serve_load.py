@@ -9,9 +9,10 @@ count and time (every request times out after 120 s):
 
 1. `--names` POSTs to /api/predict, each naming a different unknown model (about 1 KB each): resident memory
    after them against after a warm-up (the names must leave nothing behind);
-2. (the default model loaded first) `--uploads` concurrent uploads of a 9,000 x 9,000 PNG (81 MP in a few MB): each must be answered (413/400
-   or a prediction); the server's peak resident memory; /healthz polled every 100 ms, its slowest answer.
-   Then the same with a 4,900 x 4,900 RGBA PNG (24 MP: under the cap, so decoded: at reduced size);
+2. (the default model loaded first) `--uploads` concurrent uploads of a 9,000 x 9,000 PNG (81 MP in a few
+   MB): each must be answered (413/400 or a prediction); the server's peak resident memory; /healthz polled
+   every 100 ms, its slowest answer. Then the same with a 4,900 x 4,900 RGBA PNG (24 MP: under the cap, so
+   decoded: at reduced size);
 3. `--predictions` predictions of a photo (chelsea.png, 451 x 300) from `--clients` clients: latency p50/p95,
    throughput, peak memory, /healthz's slowest answer.
 

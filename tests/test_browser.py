@@ -167,7 +167,8 @@ def test_a_page_from_another_origin_cannot_train_or_load_a_model(browser, server
         time.sleep(2)  # the forms and the beacon are answered too
         other.shutdown()
     posts = [line for line in log.read_text().splitlines() if '"POST /api/' in line]
-    assert sum("/api/train" in line for line in posts) >= 3 and sum("/api/predict" in line for line in posts) >= 2, posts
+    trains, predicts = (sum(f"/api/{name}" in line for line in posts) for name in ("train", "predict"))
+    assert trains >= 3 and predicts >= 2, posts  # the forms, the fetches and the beacon all arrived
     assert all('" 403' in line for line in posts), posts  # every one refused
     assert sorted(p.name for p in runs.iterdir()) == before  # no run folder
     no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))

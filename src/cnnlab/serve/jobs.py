@@ -85,6 +85,8 @@ class TrainingJobs:
     """Starts runs (one at a time, `interval` seconds apart, the newest `keep` kept; 0 keeps all) and streams
     their epochs. `scrub` takes server paths out of what a web client reads."""
 
+    KEEP_JOBS = 20  # finished jobs remembered (their progress streams and logs); older ones are forgotten
+
     def __init__(self, runs_root: Path, logs: Path, data_root: str | None = None, keep: int = 0,
                  interval: float = 0.0, grace: float = 3.0, scrub: Callable[[str], str] | None = None):
         self.runs_root, self.logs, self.data_root = Path(runs_root), Path(logs), data_root
@@ -146,7 +148,11 @@ class TrainingJobs:
 
     def _prune(self) -> None:
         """Before a start: the oldest page-started runs go, so that with the new one `keep` remain. Only
-        folders named as start() names them (never a symlink, never a run still going)."""
+        folders named as start() names them (never a symlink, never a run still going). What the server keeps
+        about finished runs (their streams, their logs) is bounded too: the newest KEEP_JOBS."""
+        for job_id in list(self._jobs)[:-self.KEEP_JOBS]:
+            if self._jobs[job_id].process.poll() is not None:
+                self._jobs.pop(job_id).log.unlink(missing_ok=True)
         if self.keep <= 0 or not self.runs_root.is_dir():
             return
         going = {job.run.name for job in self._jobs.values() if job.process.poll() is None}

@@ -97,14 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lay it out as the course write-up: its five tasks in order, its published figures "
                         "beside cnnlab's (each linked to its run)")
 
-    w = sub.add_parser("serve", help="a local web app: runs and reports, classify and stylize uploads")
-    w.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    w.add_argument("--port", type=int, default=8000)
-    w.add_argument("--runs", metavar="DIR", default="runs", help="the run directories to browse (default runs)")
-    w.add_argument("--max-upload-mb", type=float, default=10.0, help="larger uploads get 413 (default 10)")
-    w.add_argument("--threads", type=int)
-    w.add_argument("--data-root", metavar="DIR", help="where runs started from the page find CIFAR-10 "
-                                                        "(default: $CNNLAB_DATA, else ~/.cache/cnnlab)")
+    from .serve.run import add_arguments as add_serve_arguments  # every flag from ServeSettings (no web import)
+
+    add_serve_arguments(sub.add_parser("serve", help="a local web app: runs and reports, classify and stylize "
+                                                     "uploads"))
 
     co = sub.add_parser("course", help="reproduce the course's five tasks in a time budget, then its report",
                         description="Every experiment of the course's write-up as a plan of ordinary cnnlab runs, "
@@ -327,26 +323,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .engine.device import configure_threads
+    from .serve.run import main
 
-    if not args.max_upload_mb > 0 or not 0 < args.port < 65536:  # NaN fails too
-        raise UserError(f"--max-upload-mb must be more than 0 and --port in 1-65535, got {args.max_upload_mb} "
-                        f"and {args.port}")
-    local = args.host in ("127.0.0.1", "localhost", "::1")
-    try:
-        import uvicorn
-
-        from .serve import create_app
-
-        app = create_app(args.runs, args.max_upload_mb,
-                         allowed_hosts=["127.0.0.1", "localhost", "[::1]"] if local else None,
-                         data_root=args.data_root)
-    except (ImportError, RuntimeError) as exc:  # python-multipart missing is a RuntimeError at app creation
-        raise UserError(f"cnnlab serve needs the web extra ({exc}): pip install 'cnnlab[serve]'") from None
-    configure_threads(args.threads)
-    print(f"cnnlab serve: http://{args.host}:{args.port} (runs: {args.runs})", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-    return 0
+    return main(args)
 
 
 def cmd_course(args: argparse.Namespace) -> int:

@@ -498,7 +498,7 @@ def match_classes(run_classes: Sequence[str], data: data_mod.ClassificationData,
 
 def evaluate(run_dir: str | Path, *, weights: str = "best", data_root: str | None = None,
              threads: int | None = None, device: str = "auto", data_path: str | None = None,
-             layout: str = "auto", out: str | None = None) -> dict[str, Any]:
+             layout: str = "auto") -> dict[str, Any]:
     """Test-set top-1, per-class accuracy and confusion matrix of a finished (or interrupted) run.
 
     `data_path`: evaluate on another labelled dataset instead (any layout of data/folders.py; its test split

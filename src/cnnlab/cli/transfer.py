@@ -13,7 +13,7 @@ WAYS = {
     "finetune": ("fine-tune the last N layers of a pretrained ImageNet backbone", "finetune.yaml"),
 }
 COMMON = ["--epochs", "--lr", "--batch-size", "--seed", "--minutes", "--name", "--out", "--no-progress",
-          "--cache-dir", "--data-root", "--threads", "--device"]
+          "--detect-anomaly", "--cache-dir", "--data-root", "--threads", "--device"]
 OWN = {
     "transfer": ["--from", "--unfreeze"],
     "features": ["--backbone", "--weights"],
@@ -26,7 +26,8 @@ def add_transfer_commands(sub) -> None:
     for name, (text, config) in WAYS.items():
         p = sub.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]}. Defaults: the preset {config} "
                            f"(configs/{config}); any config field can be set as KEY=VALUE. With --resume, only where "
-                           f"it runs may change (--data-root, --threads, --device, --no-progress, --cache-dir).")
+                           f"it runs may change (--data-root, --threads, --device, --no-progress, --cache-dir, "
+                           f"--detect-anomaly).")
         add_overrides(p)
         add_config_flags(p, ["--data", "--layout", "--val-fraction", "--test-fraction", *OWN[name]],
                          required=("--data", "--from"))

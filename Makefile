@@ -10,7 +10,7 @@ ifneq ($(wildcard $(SHARED_DATA)),)
 export CNNLAB_DATA ?= $(SHARED_DATA)
 endif
 
-.PHONY: demo test test-slow bench venv clean browser course
+.PHONY: demo test test-slow bench venv clean browser course dist
 
 venv: $(STAMP)
 
@@ -39,6 +39,12 @@ browser:
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# The wheel and the sdist a release publishes, in dist/ (built with the venv's setuptools: no download;
+# tests/test_packaging.py checks that both hold every package file and that the wheel runs when installed).
+dist: $(STAMP)
+	rm -rf dist build src/*.egg-info  # stale build output would slip into the new files
+	$(BIN)/python -m build --no-isolation --outdir dist .
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py

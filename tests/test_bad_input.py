@@ -327,14 +327,14 @@ def test_a_full_disk_is_a_one_line_error_and_earlier_results_stay_intact(world, 
     from cnnlab import runs
 
     before = {p.name: p.read_bytes() for p in world["run"].iterdir() if p.is_file()}
-    real = runs.atomic_write_bytes
+    real = runs.files.atomic_write_bytes
 
     def full(path, data, *a, **kw):
         if Path(path).name == "summary.json":  # the disk fills up at the end of the second run
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         return real(path, data, *a, **kw)
 
-    monkeypatch.setattr(runs, "atomic_write_bytes", full)
+    monkeypatch.setattr(runs.files, "atomic_write_bytes", full)
     code, _, err = run(["train", *TINY, "--data-root", world["cifar"], "--out", tmp_path / "second"], capsys)
     line = assert_one_line_error(code, err, "No space left", "free some space")
     monkeypatch.undo()

@@ -157,7 +157,7 @@ def test_the_test_set_is_touched_only_after_training(tiny_overrides, tmp_path, m
         def on_fit_end(self, trainer):
             events.append("fit end")
 
-    monkeypatch.setattr(classify, "make_batches", make_batches)
+    monkeypatch.setattr(classify.training, "make_batches", make_batches)
     train(config.resolve(None, {**tiny_overrides, "out": str(tmp_path / "r")}), callbacks=[Mark()])
     assert events == ["epoch", "epoch", "fit end", "test"]
     events.clear()

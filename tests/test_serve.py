@@ -9,7 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cnnlab import style
-from cnnlab.serve import create_app
+from cnnlab.errors import UserError
+from cnnlab.serve import ServeSettings, create_app
 from conftest import SHARED_DATA
 from test_report import _classifier_run
 
@@ -33,7 +34,7 @@ def runs_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(runs_dir):
-    with TestClient(create_app(runs_dir, max_upload_mb=1)) as c:
+    with TestClient(create_app(ServeSettings(runs_dir, max_upload_mb=1))) as c:
         yield c
 
 
@@ -106,7 +107,7 @@ def test_stylize_with_a_trained_network(client):
 
 
 def test_twenty_concurrent_predictions_load_the_model_once(runs_dir):
-    app = create_app(runs_dir)
+    app = create_app(ServeSettings(runs_dir))
     with TestClient(app) as c:
         payload = (PHOTOS / "chelsea.png").read_bytes()
         with ThreadPoolExecutor(max_workers=20) as pool:
@@ -114,7 +115,7 @@ def test_twenty_concurrent_predictions_load_the_model_once(runs_dir):
                                     range(20)))
     assert all(a.status_code == 200 for a in answers)
     tops = {a.json()["predictions"][0]["class_name"] for a in answers}
-    assert len(tops) == 1 and app.state.models.loads == 1
+    assert len(tops) == 1 and app.state.serve.models.loads == 1
 
 
 def test_streamed_uploads_over_the_limit_get_413_too(client):
@@ -135,13 +136,30 @@ def test_every_error_is_a_json_message(client):
     assert client.delete("/healthz").status_code == 405
 
 
+def test_create_app_takes_settings_or_the_arguments_cmd_serve_passes(tmp_path):
+    app = create_app(tmp_path, 2.5, allowed_hosts=["localhost"], data_root="d")  # cnnlab serve's call
+    assert app.state.settings == ServeSettings(runs=tmp_path, max_upload_mb=2.5, allowed_hosts=("localhost",),
+                                               data_root="d")
+    assert not hasattr(app.state, "serve")  # nothing made (temporary folders, jobs) until it serves
+    with pytest.raises(TypeError):
+        create_app(ServeSettings(tmp_path), max_upload_mb=1)
+    with pytest.raises(UserError, match="max_upload_mb"):
+        ServeSettings(tmp_path, max_upload_mb=0)
+
+
+def test_only_the_allowed_hosts_are_answered(tmp_path):
+    with TestClient(create_app(ServeSettings(tmp_path, allowed_hosts=["localhost"]))) as c:
+        assert c.get("/healthz").status_code == 400  # the test client's Host is "testserver"
+        assert c.get("/healthz", headers={"host": "localhost"}).status_code == 200
+
+
 def test_symlinked_files_inside_a_run_are_not_published(tmp_path):
     root = tmp_path / "runs"
     run = _classifier_run(root / "r")
     secret = tmp_path / "secret.png"
     secret.write_bytes((PHOTOS / "coffee.png").read_bytes())
     os.symlink(secret, run / "leak.png")
-    with TestClient(create_app(root)) as c:
+    with TestClient(create_app(ServeSettings(root))) as c:
         page = c.get("/runs/r/report/index.html").text
         assert "leak" not in page and c.get("/runs/r/report/assets/r/leak.png").status_code == 404
         assert str(tmp_path) not in page  # no server paths in served pages
@@ -162,7 +180,7 @@ def _events(client, url: str) -> list[tuple[str, dict]]:
 
 
 def test_a_run_started_from_the_page_streams_its_epochs_then_its_summary(tmp_path, fake_cifar_root):
-    with TestClient(create_app(tmp_path / "runs", data_root=str(fake_cifar_root))) as c:
+    with TestClient(create_app(ServeSettings(tmp_path / "runs", data_root=str(fake_cifar_root)))) as c:
         assert c.post("/api/train", data={"preset": "nope"}).status_code == 400
         refused = c.post("/api/train", data={"preset": "demo", "minutes": "999"})
         assert refused.status_code == 400 and "minutes" in refused.json()["error"]

@@ -34,8 +34,8 @@ def test_gram_matrix_by_hand():
 def test_total_variation_by_hand():
     x = torch.tensor([[[[0.0, 1.0], [2.0, 4.0]]]])
     # vertical differences 2, 3 -> mean of squares 6.5; horizontal 1, 2 -> 2.5
-    assert losses.total_variation(x).item() == pytest.approx(9.0)
-    assert losses.total_variation(torch.ones(1, 3, 5, 5)).item() == 0.0
+    assert losses.total_variation_l2(x).item() == pytest.approx(9.0)
+    assert losses.total_variation_l2(torch.ones(1, 3, 5, 5)).item() == 0.0
 
 
 def test_softmax_smoothing_and_relative_terms():
@@ -216,11 +216,21 @@ def test_short_training_lowers_the_loss_and_resumes_to_the_same_network(tmp_path
             if row["epoch"] == 1:
                 raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
+    class CountEpochs(Callback):
+        ran = 0
+
+        def on_epoch_end(self, trainer, row):
+            CountEpochs.ran += 1
+
+    from cnnlab.engine.run import Interrupted
+
+    # Ctrl-C is one line naming the command that resumes (the run session's message, as for classifiers)
+    with pytest.raises(Interrupted, match=r"after 1 finished epochs; continue with: cnnlab stylize train --resume"):
         style.train(_settings(epochs=3), tmp_path / "cut", cache_dir=str(tmp_path / "cache"), progress=False,
                     callbacks=[StopAfterFirstEpoch()])
     resumed = style.train(style.StyleTrainSettings(), tmp_path / "cut", resume=True,
-                          cache_dir=str(tmp_path / "cache"), progress=False)
+                          cache_dir=str(tmp_path / "cache"), progress=False, callbacks=[CountEpochs()])
+    assert CountEpochs.ran == 2 and resumed["resumed"]  # it resumed after epoch 1, not started again
     assert resumed["final_loss"] == full["final_loss"]
     a, _ = style.load_network(tmp_path / "full")
     b, _ = style.load_network(tmp_path / "cut")

@@ -13,7 +13,7 @@ from cnnlab.data.images import read_image
 from cnnlab.engine import Trainer
 from cnnlab.engine.optim import LrSchedule, build_optimizer
 from cnnlab.errors import UserError
-from cnnlab.models.backbones import Preprocess
+from cnnlab.models import Preprocess
 from cnnlab.visualize.attribution import Attributor, mass_inside
 from conftest import SHARED_DATA
 from test_cli import assert_one_line_error, cnnlab
@@ -257,3 +257,14 @@ def test_octaves_and_pixel_parametrization_on_a_fully_convolutional_net(tmp_path
         result = visualize.maximize(subject, "3", [0, 5], settings)
         assert result.images.shape == (2, 3, 64, 64)
         assert all(f > 2 * max(s, 1e-3) for s, f in zip(result.initial_activation, result.final_activation))
+
+
+def test_the_l1_total_variation_of_activation_maximization_by_hand():
+    from cnnlab.style.losses import total_variation_l2
+    from cnnlab.visualize.maximize import total_variation_l1
+
+    x = torch.tensor([[[[0.0, 1.0], [2.0, 4.0]]]])
+    # vertical differences 2, 3 -> mean 2.5; horizontal 1, 2 -> 1.5; per image
+    assert total_variation_l1(x).tolist() == [4.0]
+    assert total_variation_l2(x).item() == 9.0  # the squared one of style transfer: another number
+    assert total_variation_l1(torch.stack([x[0], 2 * x[0]])).tolist() == [4.0, 8.0]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,7 @@ def ablate(grid_file: str | Path, out: str | Path | None = None, *, max_epochs: 
            overrides: dict[str, Any] | None = None, workers: int = 1) -> Path:
     """Run (or continue) every run of the grid, then write the comparison; returns the output folder.
     `workers` > 1: that many runs at once, each in its own process (see run_parallel)."""
+    started = time.perf_counter()
     name, out_dir, planned = plan(grid_file, out, max_epochs=max_epochs, max_minutes=max_minutes,
                                   minutes=minutes, overrides=overrides)
     if only:
@@ -142,6 +144,7 @@ def ablate(grid_file: str | Path, out: str | Path | None = None, *, max_epochs: 
     if workers > 1:
         failures = run_parallel(selected, out_dir, workers)
         write_comparison(name, out_dir, planned, failures)
+        _write_summary(name, grid_file, out_dir, planned, started)
         return out_dir
     for i, item in enumerate(selected, 1):
         run = runs.RunDir(item.config.out)
@@ -157,7 +160,20 @@ def ablate(grid_file: str | Path, out: str | Path | None = None, *, max_epochs: 
             print(f"[{i}/{len(selected)}] {item.name}: {exc}", flush=True)
         write_comparison(name, out_dir, planned, failures)
     write_comparison(name, out_dir, planned, failures)
+    _write_summary(name, grid_file, out_dir, planned, started)
     return out_dir
+
+
+def _write_summary(name: str, grid_file: str | Path, out_dir: Path, planned: list[PlannedRun],
+                   started: float) -> None:
+    """summary.json of kind `ablation`: the grid, its runs, how many have finished, where the table is."""
+    import torch
+
+    finished = sum(runs.RunDir(p.config.out).finished for p in planned)
+    runs.write_summary(out_dir, runs.AblationSummary(
+        kind="ablation", name=name, grid=str(grid_file), runs=[p.name for p in planned], finished=finished,
+        comparison=str(Path(out_dir) / "comparison.csv"), git_commit=runs.git_commit(),
+        torch_version=torch.__version__, total_seconds=time.perf_counter() - started))
 
 
 def _check_finished_configs(selected: list[PlannedRun]) -> None:
@@ -267,7 +283,7 @@ def write_comparison(name: str, out_dir: Path, planned: list[PlannedRun], failur
     rows, curves = [], []
     for p in planned:
         run = runs.RunDir(p.config.out)
-        summary = run.read_json(runs.SUMMARY) if run.finished else {}
+        summary = runs.read_summary(run) if run.finished else None
         history = run.read_metrics()
         flat = config_mod.flatten(p.config.to_dict())
         status = "finished" if summary else ("diverged" if p.name in failures else
@@ -275,11 +291,11 @@ def write_comparison(name: str, out_dir: Path, planned: list[PlannedRun], failur
         rows.append({
             "run": p.name,
             "settings": ", ".join(f"{k}={flat[k]}" for k in keys if k in flat),
-            "best_val_accuracy": summary.get("best_val_accuracy"),
+            "best_val_accuracy": summary.best_val_accuracy if summary else None,
             "val_rank": None,
-            "test_accuracy": summary.get("test_accuracy"),
-            "epochs": summary.get("epochs", len(history) or None),
-            "minutes": (summary["train_seconds"] / 60) if summary else None,
+            "test_accuracy": summary.test_accuracy if summary else None,
+            "epochs": summary.epochs if summary else (len(history) or None),
+            "minutes": (summary.train_seconds / 60) if summary and summary.train_seconds is not None else None,
             "reference": p.reference,
             "status": status,
         })

@@ -128,10 +128,22 @@ def finish(settings: plan_mod.CourseSettings, steps: list[plan_mod.Step], inputs
     folder.write_json(FIGURES, figures)
     index = write_report(run_dirs, Path(settings.out) / "report", course=True,
                          title="cnnlab course: the five tasks of the course, reproduced")
+    _write_summary(folder, settings, steps, index, seconds)
     print(f"\nreport: {index}\nfigures: {Path(settings.out) / FIGURES}\ntotal time: {seconds / 60:.1f} minutes")
     for task in tasks:
         print(f"{task.task}: {course.one_line(task)}")
     return figures
+
+
+def _write_summary(folder: runs.RunDir, settings: plan_mod.CourseSettings, steps: list[plan_mod.Step],
+                   report: Path, seconds: float) -> None:
+    """summary.json of kind `course`: the plan's steps and where its figures and report are."""
+    import torch
+
+    runs.write_summary(folder, runs.CourseSummary(
+        kind="course", name=folder.path.name, minutes=settings.minutes, full=settings.full,
+        steps=[s.name for s in steps], figures=str(folder / FIGURES), report=str(report),
+        git_commit=runs.git_commit(), torch_version=torch.__version__, total_seconds=seconds))
 
 
 def load_figures(out: str | Path) -> dict:

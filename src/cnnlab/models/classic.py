@@ -28,7 +28,7 @@ class Classifier(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register("mlp", description="the course's 2-FC baseline: flatten, dense, ReLU, dense")
+@register("mlp", head="classifier.fc2", description="the course's 2-FC baseline: flatten, dense, ReLU, dense")
 def mlp(num_classes: int = 10, image_size: int = 32, in_channels: int = 3, hidden: int = 512,
         dropout: float = 0.0) -> Classifier:
     """Flatten -> Linear(hidden) -> ReLU -> [Dropout] -> Linear(num_classes)."""
@@ -64,7 +64,8 @@ def _conv_block(layers: OrderedDict, index: int, cin: int, cout: int, padding: i
     layers[f"relu{index}"] = nn.ReLU(inplace=True)
 
 
-@register("cnn4", description="the course's 4-Conv2D+FC network, optional batch norm and dropout")
+@register("cnn4", head="classifier.fc2",
+          description="the course's 4-Conv2D+FC network, optional batch norm and dropout")
 def cnn4(num_classes: int = 10, image_size: int = 32, in_channels: int = 3, widths: Sequence[int] = (32, 64),
          fc_width: int = 512, batchnorm: bool = False,
          dropout: Sequence[float] | str | float | None = (0.25, 0.25, 0.5)) -> Classifier:

@@ -8,7 +8,7 @@ What makes it fast to train, and where each trick lives:
 - patch whitening: the first layer's filters are the eigenvectors of the 2x2 patch covariance of the
   training images (and their negatives), scaled to unit variance; computed once by ``fit_to_data`` and never
   trained, so the net starts from decorrelated inputs. Its bias trains for the first few epochs only
-  (``training_callbacks``).
+  (``training_callbacks``). Both are optional model hooks (models/contract.py).
 - identity (dirac) init of every 3x3 conv: an implicit residual path through a plain, non-residual net.
 - batch norm with frozen scale, low running-stat momentum and a large bias learning rate
   (``parameter_groups``).
@@ -177,7 +177,7 @@ class FreezeAfter(Callback):
 
 
 @register("fastnet", description="airbench-style fast CIFAR net: frozen whitening, dirac init, 3 conv groups",
-          epoch_args=("whiten_bias_epochs",))
+          epoch_args=("whiten_bias_epochs",), head="classifier.fc")
 def fastnet(num_classes: int = 10, in_channels: int = 3, widths: Sequence[int] = (64, 256, 256),
             whiten_kernel: int = 2, whiten_eps: float = 5e-4, whiten_samples: int = 5000,
             whiten_bias_epochs: float = 3, bn_momentum: float = 0.6, scale: float = 1 / 9,

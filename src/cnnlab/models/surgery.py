@@ -1,7 +1,8 @@
 """Cutting and freezing networks for transfer learning.
 
-- :func:`head` is a network's classifier: its last ``nn.Linear`` (cnn4's ``classifier.fc2``, fastnet's
-  ``classifier.fc``, EfficientNet-Lite0's ``_fc``, ResNet's ``fc``, VGG's ``classifier.6``, ...).
+- :func:`head` is a network's classifier, as its registry entry declares it (cnn4's ``classifier.fc2``,
+  fastnet's ``classifier.fc``, EfficientNet-Lite0's ``_fc``, ResNet's ``fc``, VGG's ``classifier.6``, ...;
+  models/contract.py).
 - :func:`replace_head` swaps it for a fresh one with the new number of classes.
 - :func:`set_trainable` chooses what trains: ``head``, ``all``, the last N *parameterised layers* (modules
   that own parameters: convolutions, norms, linear layers; counted from the top, head included, as the
@@ -22,41 +23,18 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import UserError, did_you_mean
+from .contract import classifier_name, get_classifier, reset_classifier, swap_module
 
 _FROZEN_BN_HOOK = "_cnnlab_frozen_bn_hook"
 
 
-def head_name(model: nn.Module) -> str:
-    """The dotted name of the classifier: the model's last nn.Linear."""
-    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise UserError(f"{type(model).__name__} has no linear classifier layer to replace")
-    return linears[-1]
+# The classifier, as each network declares it (models/contract.py), under the names transfer learning uses.
+head_name = classifier_name
+head = get_classifier
+replace_head = reset_classifier
 
-
-def head(model: nn.Module) -> nn.Linear:
-    return model.get_submodule(head_name(model))  # type: ignore[return-value]
-
-
-def swap_module(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
-    """Put `new` where the submodule with dotted `name` is (a Sequential's index too); returns the old one."""
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    old = model.get_submodule(name)
-    if isinstance(parent, nn.Sequential) and child.isdigit():
-        parent[int(child)] = new
-    else:
-        setattr(parent, child, new)
-    return old
-
-
-def replace_head(model: nn.Module, num_classes: int) -> nn.Linear:
-    """A fresh nn.Linear(in_features, num_classes) in place of the classifier; returns it."""
-    name = head_name(model)
-    old = model.get_submodule(name)
-    new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
-    swap_module(model, name, new)
-    return new
+__all__ = ["fold_batch_norms", "head", "head_name", "parameterised_layers", "replace_head", "set_trainable",
+           "swap_module", "trainable_layers"]
 
 
 def parameterised_layers(model: nn.Module) -> list[str]:

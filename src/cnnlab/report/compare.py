@@ -31,12 +31,15 @@ def compare(run_dirs: Sequence[str | Path], out: str | Path, course: bool = Fals
         run = runs.RunDir(d)
         if not run.finished:
             raise UserError(f"{run} is not a finished cnnlab run (it has no {runs.SUMMARY}); pass finished runs")
-        s = run.read_json(runs.SUMMARY)
-        rows.append({"run": run.path.name, "kind": s.get("kind", "train"), "model": s.get("model", ""),
-                     "data": Path(s.get("data_source", "")).name or s.get("dataset", "cifar10"),
-                     "trainable": s.get("trainable", "all"), "val_accuracy": s.get("best_val_accuracy"),
-                     "test_accuracy": s.get("test_accuracy"), "epochs": s.get("epochs"),
-                     "minutes": s.get("train_seconds", 0) / 60, "source": str(run.path)})
+        s = runs.read_summary(run)
+        if not isinstance(s, runs.ClassifierSummary):
+            raise UserError(f"{run} is a {s.kind} run; compare takes classifier runs (train, features, finetune, "
+                            f"transfer)")
+        rows.append({"run": run.path.name, "kind": s.kind, "model": s.model or "",
+                     "data": Path(s.data_source or "").name or s.dataset or "cifar10",
+                     "trainable": s.trainable or "all", "val_accuracy": s.best_val_accuracy,
+                     "test_accuracy": s.test_accuracy, "epochs": s.epochs,
+                     "minutes": (s.train_seconds or 0) / 60, "source": str(run.path)})
         curves.append((run.path.name, run.read_metrics()))
     if course:
         rows += [{"run": label, "kind": kind, "model": "ResNet-50 (course)", "data": "Terrassa Buildings 900",

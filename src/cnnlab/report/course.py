@@ -122,13 +122,16 @@ def task1_key(config: dict[str, Any]) -> str | None:
     return "cnn"
 
 
-def folder_kind(folder: Path, summary: dict[str, Any] | None) -> str:
-    """What a folder the report is given holds: a run's kind (runs.run_kind), an ablation grid, a
-    visualization (its .json records), or plain pictures ("files", e.g. what `stylize apply` writes)."""
-    from .. import runs
+# summary.json kinds the report shows alike: both style kinds in the style layout, visualizations with pictures
+REPORT_KINDS = {"stylize": "style", "style-network": "style", "visualize": "visualization"}
 
+
+def folder_kind(folder: Path, summary: Any) -> str:
+    """What a folder the report is given holds: its summary's kind (runs.Summary.kind, the style kinds as
+    "style"), an ablation grid, a visualization (its .json records), or plain pictures ("files", e.g. what
+    `stylize apply` writes)."""
     if summary is not None:
-        return runs.run_kind(summary)
+        return REPORT_KINDS.get(summary.kind, summary.kind)
     if (folder / "comparison.csv").is_file():
         return "ablation"
     if any(p.suffix == ".json" for p in folder.iterdir()):
@@ -171,14 +174,11 @@ def _visualized_task(folder: Path | None) -> str:
             continue
         match = re.search(r"\((.+)\)$", str(model))
         run = Path(match.group(1)) if match else None
-        if run is not None and (run / "summary.json").is_file():
-            try:
-                summary = json.loads((run / "summary.json").read_text())
-            except ValueError:
-                break
-            from .. import runs
+        from .. import runs
 
-            task, _ = place(runs.run_kind(summary), read_config(run), summary)
+        summary = runs.try_read_summary(run) if run is not None else None
+        if summary is not None:
+            task, _ = place(folder_kind(run, summary), read_config(run), summary)
             return task
         break
     return "task1"
@@ -186,19 +186,15 @@ def _visualized_task(folder: Path | None) -> str:
 
 def tasks_from_runs(folders: list[Path]) -> list[CourseTask]:
     """The five tasks from run directories read from disk (what course.json is made of)."""
-    import json
+    from .. import runs
 
     placed = []
     for folder in folders:
-        summary = None
-        if (folder / "summary.json").is_file():
-            try:
-                summary = json.loads((folder / "summary.json").read_text())
-            except ValueError:
-                summary = None
+        summary = runs.try_read_summary(folder)
         kind = folder_kind(folder, summary)
-        task, key = place(kind, read_config(folder), summary or {}, folder)
-        placed.append((task, key, folder.name, folder.name, summary or {}))
+        figures = summary.to_dict() if summary is not None else {}
+        task, key = place(kind, read_config(folder), figures, folder)
+        placed.append((task, key, folder.name, folder.name, figures))
     return layout(placed)
 
 

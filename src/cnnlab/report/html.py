@@ -130,12 +130,15 @@ def describe(folder: Path, out: Path, taken: set[str], views: list[RunView], par
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder; pass cnnlab run directories")
     anchor = _slug(folder.name if parent is None else f"{parent.anchor}-{folder.name}", taken)
-    summary = runs.RunDir(folder).read_json(runs.SUMMARY) if (folder / runs.SUMMARY).is_file() else None
+    typed = runs.read_summary(folder) if (folder / runs.SUMMARY).is_file() else None
+    summary = typed.to_dict() if typed is not None else None
     view = RunView(folder.name, anchor, "files", str(folder.resolve()) if show_paths else "", folder=folder,
                    summary=summary or {})
-    view.kind = folder_kind(folder, summary)
-    if summary is not None:
-        view.metrics = _style_metrics(summary) if view.kind == "style" else _classifier_metrics(summary)
+    view.kind = folder_kind(folder, typed)
+    if view.kind == "style":
+        view.metrics = _style_metrics(summary)
+    elif isinstance(typed, runs.ClassifierSummary):
+        view.metrics = _classifier_metrics(summary)
     config, settings = folder / runs.CONFIG, folder / "style.json"
     if config.is_file() and not config.is_symlink():
         view.config = config.read_text(errors="replace")
@@ -168,11 +171,10 @@ def _comparison(views: list[RunView], folders: list[Path], out: Path) -> dict[st
     curves, rows = [], []
     for view, folder in classifiers:
         run = runs.RunDir(folder)
-        s = run.read_json(runs.SUMMARY)
+        s = runs.read_summary(run)
         curves.append((view.name, run.read_metrics()))
-        rows.append([view.name, view.anchor, s.get("kind", "train"), s.get("model", ""),
-                     _pct(s.get("best_val_accuracy")), _pct(s.get("test_accuracy")),
-                     _minutes(s.get("train_seconds"))])
+        rows.append([view.name, view.anchor, s.kind, s.model or "", _pct(s.best_val_accuracy),
+                     _pct(s.test_accuracy), _minutes(s.train_seconds)])
     (out / "assets").mkdir(parents=True, exist_ok=True)
     plots.comparison(curves, out / "assets" / "comparison-curves.png", title="validation accuracy by epoch")
     return {"rows": rows, "picture": "assets/comparison-curves.png"}

@@ -148,10 +148,10 @@ class TrainingJobs:
                 yield _sse("heartbeat", {"seconds": round(time.monotonic() - job.started, 1)})
             await asyncio.sleep(POLL_SECONDS)
         if job.process.returncode == 0 and (job.run / runs.SUMMARY).is_file():
-            s = json.loads((job.run / runs.SUMMARY).read_text())
+            s = runs.read_summary(job.run)
             yield _sse("done", {"run": job.name, "test_accuracy": s.get("test_accuracy"),
                                 "best_val_accuracy": s.get("best_val_accuracy"), "epochs": s.get("epochs"),
-                                "seconds": s.get("total_seconds"),
+                                "seconds": s.total_seconds,
                                 "report": f"/runs/{job.name}/report/index.html"})
         else:
             yield _sse("failed", {"run": job.name, "error": self.error_line(job)})

@@ -7,8 +7,10 @@
 
 - losses.py: Gram matrices, content / style / total-variation losses, Wang et al.'s softmax smoothing;
 - lossnet.py: the frozen loss network (vgg19, vgg16, efficientnet_lite0) and its default layers;
-- optimize.py: the image optimized directly (L-BFGS or Adam), snapshots of its evolution;
-- transformer.py + train.py: a feed-forward network per style, trained in the one training loop;
+- optimize.py: the image optimized directly (L-BFGS or Adam), snapshots of its evolution; optimize_run.py:
+  that as a command (files and summary written), memory.py: the largest size this machine can stylize;
+- transformer.py + train.py: a feed-forward network per style, trained in the one training loop on the photos
+  of photos.py (decoded once, cached);
 - apply.py: that network on images, folders and videos (PyAV, audio copied).
 
 optimize and train write their images and a summary.json into `out` and return the summary; apply writes
@@ -17,159 +19,12 @@ the stylized files and returns what it did.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
-from pathlib import Path
-
-import torch
-
-from ..data.images import read_image, save_png
-from ..errors import UserError
-from ..runs import RunDir, environment
 from . import lossnet
 from .apply import apply
-from .optimize import OptimizeResult, OptimizeSettings, stylize
+from .memory import available_memory, check_size, max_size
+from .optimize import OptimizeSettings
+from .optimize_run import optimize  # the function: after the import of the module of the same name
 from .train import StyleTrainSettings, load_network, train
 
-__all__ = ["OptimizeSettings", "StyleTrainSettings", "apply", "load_network", "lossnet", "optimize", "train"]
-
-
-def _setup(device: str, threads: int | None, precision: str):
-    from ..engine.device import autocast, configure_threads, resolve_execution, select_device
-
-    used = configure_threads(threads)
-    dev = select_device(device)
-    execution = resolve_execution(dev, precision, False)
-    return dev, used, execution, (lambda: autocast(dev, execution.precision))
-
-
-def _loss_net_record(net: lossnet.LossNetwork) -> dict:
-    return {"name": net.name, "content_layers": net.content_layers, "style_layers": net.style_weights,
-            "smooth": net.choice.smooth, "relative": net.choice.relative, "notes": net.choice.notes}
-
-
-def optimize(content: str | Path, styles: Sequence[str | Path], out: str | Path,
-             settings: OptimizeSettings | None = None, *, loss_net: str | None = None, weights: str | None = None,
-             content_layers: Sequence[str] | None = None, style_layers: dict[str, float] | None = None,
-             smooth: bool | None = None, relative: bool = True, content_weights: Sequence[float] | None = None, device: str = "auto", threads: int | None = None,
-             precision: str = "auto", progress: bool = True) -> dict:
-    """Stylize `content` with the mix of `styles`; with several `content_weights`, once per weight and a grid
-    comparing them (the course's content-weight study). Writes stylized.png (the first weight's),
-    stylized-cw<W>.png per weight, evolution.png when settings.snapshot_every, losses.csv, summary.json."""
-    from dataclasses import replace
-
-    from .optimize import check_settings
-
-    s = replace(settings) if settings else OptimizeSettings()  # a copy: the caller's settings stay as they were
-    s.style_mix = list(s.style_mix)
-    check_settings(s)
-    if not styles:
-        raise UserError("give at least one --style image")
-    content_image = read_image(content)
-    style_images = [read_image(p) for p in styles]
-    if len(s.style_mix) != len(style_images):
-        if s.style_mix == [1.0]:
-            s.style_mix = [1.0] * len(style_images)
-        else:
-            raise UserError(f"--style-weights has {len(s.style_mix)} values for {len(style_images)} --style images; "
-                            f"give one weight per style image")
-    dev, used, execution, amp = _setup(device, threads, precision)
-    net = lossnet.build(loss_net, weights, content_layers, style_layers, smooth, relative).to(dev)
-    check_size(s.size, net.name, dev)
-    run = RunDir(out).create()  # only once every input has been checked
-    weights_list = list(content_weights or [s.content_weight])
-    results: list[tuple[float, OptimizeResult]] = []
-    for cw in weights_list:
-        s_cw = OptimizeSettings(**{**s.__dict__, "content_weight": cw})
-        label = f"content weight {cw:g}"
-        report = _progress_printer(label, s.iterations) if progress else None
-        result = stylize(net, content_image, style_images, s_cw, on_iteration=report, autocast=amp)
-        results.append((cw, result))
-        save_png(result.image, run / f"stylized-cw{cw:g}.png")
-    first = results[0][1]
-    save_png(first.image, run / "stylized.png")
-    pictures = _pictures(run, content_image, style_images, results, s)
-    run.write_csv("losses.csv", [{"content_weight": cw, "iteration": i, **row}
-                                 for cw, r in results for i, row in enumerate(r.history)])
-    summary = {
-        "method": "optimize", "content": str(content), "styles": [str(p) for p in styles],
-        "initial": first.initial, "final": first.final, "settings": first.settings,
-        "loss_net": _loss_net_record(net), "seconds": first.seconds,
-        "seconds_per_iteration": first.seconds / max(len(first.history), 1),
-        "size": list(first.image.shape[-2:]), "output": str(run / "stylized.png"), "pictures": pictures,
-        "runs": [{"content_weight": cw, "initial": r.initial, "final": r.final, "seconds": r.seconds,
-                  "output": str(run / f"stylized-cw{cw:g}.png")} for cw, r in results],
-        "precision": execution.precision, "cpu_class": execution.cpu_class, "device": str(dev), "threads": used,
-    }
-    run.write_json("environment.json", environment(used, dev, execution=execution.record()))
-    run.write_json("summary.json", summary)
-    return summary
-
-
-def _pictures(run: RunDir, content: torch.Tensor, styles: list[torch.Tensor],
-              results: list[tuple[float, OptimizeResult]], s: OptimizeSettings) -> dict[str, str]:
-    """evolution.png (the first weight's snapshots) and, for several weights, content-weights.png."""
-    from ..report.plots import image_grid
-    from .optimize import resize_longest
-
-    pictures = {}
-    first = results[0][1]
-    if first.snapshots:
-        images = [img for _, img in first.snapshots]
-        labels = [f"iteration {i}" for i, _ in first.snapshots]
-        pictures["evolution"] = str(image_grid([images], [labels], run / "evolution.png",
-                                               title=f"evolution (content weight {results[0][0]:g})"))
-    if len(results) > 1:
-        inputs = [resize_longest(content, s.size)] + [resize_longest(st, s.size) for st in styles]
-        labels = ["content"] + [f"style {i + 1}" for i in range(len(styles))]
-        pictures["content_weights"] = str(image_grid(
-            [inputs, [r.image for _, r in results]],
-            [labels, [f"content weight {cw:g}" for cw, _ in results]], run / "content-weights.png",
-            title="the content weight trades the photo's structure against the painting's style"))
-    return pictures
-
-
-def _progress_printer(label: str, total: int):
-    """A line every ~10 % of the iterations: losses and iterations per second."""
-    start = time.perf_counter()
-    every = max(1, total // 10)
-
-    def report(i: int, terms: dict[str, float]) -> None:
-        if i % every == 0 or i == total - 1:
-            rate = (i + 1) / max(time.perf_counter() - start, 1e-9)
-            print(f"{label}: iteration {i}/{total}  content {terms['content_loss']:.4f}  style "
-                  f"{terms['style_loss']:.4f}  total {terms['total_loss']:.4f}  ({rate:.1f} it/s)", flush=True)
-
-    return report
-
-
-# Memory a stylization needs per output pixel (forward + backward of the loss network up to its deepest layer,
-# fp32, with L-BFGS's history), measured as peak RSS over sizes (benchmarks/style.py prints it); rounded up.
-BYTES_PER_PIXEL = {"vgg19": 6000, "vgg16": 5000, "efficientnet_lite0": 2500}
-
-
-def available_memory(device: torch.device) -> int:
-    """Bytes free for this process: the GPU's free memory, or the machine's available memory."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 8 << 30  # unknown: assume a laptop's 8 GB
-
-
-def max_size(net_name: str, device: torch.device) -> int:
-    """The largest square side this machine can stylize with that loss network."""
-    per_pixel = BYTES_PER_PIXEL.get(net_name, 6000)
-    return int((available_memory(device) * 0.8 / per_pixel) ** 0.5)
-
-
-def check_size(size: int, net_name: str, device: torch.device) -> None:
-    """Refuse sizes whose activations cannot fit in memory, naming the maximum."""
-    limit = max_size(net_name, device)
-    if size > limit:
-        raise UserError(f"--size {size} is too large for this machine's memory with loss network {net_name}: the "
-                        f"maximum here is about {limit} px on the longest side")
+__all__ = ["OptimizeSettings", "StyleTrainSettings", "apply", "available_memory", "check_size", "load_network",
+           "lossnet", "max_size", "optimize", "train"]

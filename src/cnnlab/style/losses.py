@@ -3,8 +3,8 @@
 - content: the squared distance between the features of the output and of the content photo at one layer;
 - style: the squared distance between Gram matrices (channel-by-channel feature correlations, which keep
   texture and colour statistics and drop where things are) at several layers, weighted per layer;
-- total variation: the squared differences between neighbouring pixels, a smoothness prior against the
-  high-frequency noise the optimizer finds cheapest.
+- total variation (``total_variation_l2``): the squared differences between neighbouring pixels, a smoothness
+  prior against the high-frequency noise the optimizer finds cheapest.
 
 Each layer's content and style term is divided by the squared norm of its target. The raw terms of
 different layers and different loss networks differ by orders of magnitude (a VGG relu1_1 Gram is ~1e3
@@ -47,8 +47,9 @@ def softmax_smoothing(features: torch.Tensor, temperature: float = 1.0) -> torch
     return (torch.softmax(flat, dim=-1) * (h * w)).reshape(b, c, h, w)
 
 
-def total_variation(images: torch.Tensor) -> torch.Tensor:
-    """Mean squared difference between vertically and horizontally neighbouring pixels, per batch."""
+def total_variation_l2(images: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between vertically and horizontally neighbouring pixels, over the batch (one
+    number): the squared (L2) total variation of Johnson et al., smooth everywhere, so L-BFGS handles it well."""
     dy = images[:, :, 1:, :] - images[:, :, :-1, :]
     dx = images[:, :, :, 1:] - images[:, :, :, :-1]
     return dy.pow(2).mean() + dx.pow(2).mean()

@@ -123,7 +123,7 @@ class StyleObjective:
         smooth, relative = self.net.choice.smooth, self.net.choice.relative
         content = losses.content_loss(features, content_targets, self.net.content_layers, smooth, relative)
         style = losses.style_loss(features, self.style_targets, self.net.style_weights, smooth, relative)
-        tv = losses.total_variation(images)
+        tv = losses.total_variation_l2(images)
         cw, sw, tw = self.weights
         return {"content_loss": content, "style_loss": style, "tv_loss": tv,
                 "total_loss": cw * content + sw * style + tw * tv}

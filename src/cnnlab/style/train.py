@@ -11,10 +11,8 @@ into evolution.png: how the output changes over training, as the course showed i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,15 +23,18 @@ from .. import runs
 from ..config import OptimConfig, ScheduleConfig, one_of
 from ..data.images import IMAGE_SUFFIXES, images_under, read_image
 from ..engine import Callback, Trainer
-from ..engine.callbacks import EpochPrinter, ProgressBar, RunRecorder
+from ..engine.callbacks import ProgressBar
 from ..engine.optim import LrSchedule, build_optimizer
+from ..engine.run import RunSession
 from ..errors import UserError
 from . import lossnet
 from .optimize import StyleObjective, resize_longest
+from .photos import load_photos, photos_digest  # decoded and cached once (style/photos.py)
 from .transformer import TransformNet
 
 SETTINGS = "style.json"
-KIND = "style_network"
+KIND = "style-network"  # summary.json's kind
+WEIGHTS_KIND = "style_network"  # the weights file's metadata (unchanged, so older networks still load)
 
 
 @dataclass
@@ -103,34 +104,6 @@ def content_files(folder: str | Path) -> list[Path]:
     if not files:
         raise UserError(f"--content-dir {root} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return files
-
-
-def photos_digest(files: list[Path]) -> str:
-    """Which photos, as they are now: paths, sizes and modification times."""
-    return hashlib.sha256(json.dumps([[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files])
-                          .encode()).hexdigest()[:20]
-
-
-def load_photos(files: list[Path], size: int, cache_dir: Path | None) -> torch.Tensor:
-    """uint8 [N, 3, size, size] center crops of the photos, decoded once and cached (keyed by the files'
-    paths, sizes and modification times, and the size)."""
-    from safetensors.torch import load_file
-    from safetensors.torch import save as to_bytes
-
-    from ..data.folders import decode
-
-    key = hashlib.sha256(f"{photos_digest(files)}-{size}".encode()).hexdigest()[:20]
-    path = cache_dir / f"style-photos-{key}.safetensors" if cache_dir else None
-    if path is not None and path.is_file():
-        try:
-            return load_file(str(path))["photos"]
-        except Exception:  # damaged: decode again
-            pass
-    photos = torch.stack([decode(f, size, size) for f in files])
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        runs.atomic_write_bytes(path, to_bytes({"photos": photos.contiguous()}))
-    return photos
 
 
 class PhotoBatches:
@@ -220,32 +193,31 @@ class Previews(Callback):
         self._write(trainer, f"epoch {row['epoch']}")
 
 
+def _settings_to_run(settings: StyleTrainSettings, session: RunSession) -> StyleTrainSettings:
+    """A new run's settings (paths made absolute, so --resume works from any folder), or a resumed run's
+    saved ones: style.json fixes what the run computes."""
+    if not session.resuming:
+        settings.style, settings.content_dir = str(Path(settings.style).resolve()), str(Path(settings.content_dir).resolve())
+        return settings
+    saved = session.run.read_json(SETTINGS)
+    saved.pop("photos_key", None)
+    try:
+        return StyleTrainSettings(**saved)
+    except TypeError:
+        raise UserError(f"cannot resume {session.run}: its {SETTINGS} is not one cnnlab wrote") from None
+
+
 def train(settings: StyleTrainSettings, out: str | Path, *, resume: bool = False, device: str = "auto",
           threads: int | None = None, cache_dir: str | None = None, progress: bool = True,
           callbacks: Sequence[Callback] = ()) -> dict:
     """Train a style network (see the module docstring); `resume` continues the run in `out` (the result
     equals an uninterrupted run's). Extra `callbacks` see every epoch (tests use them to interrupt)."""
-    from ..engine.device import configure_threads, resolve_execution, select_device
+    from ..engine.device import autocast
 
-    run = runs.RunDir(out)
-    if resume:
-        if not run.exists(SETTINGS):
-            raise UserError(f"cannot resume {run}: it holds no style training run ({SETTINGS}); start it with "
-                            f"--style and --content-dir")
-        if run.finished:
-            raise UserError(f"{run} is already finished (it has {runs.SUMMARY}); nothing to resume")
-        saved = run.read_json(SETTINGS)
-        saved.pop("photos_key", None)
-        try:
-            settings = StyleTrainSettings(**saved)
-        except TypeError:
-            raise UserError(f"cannot resume {run}: its {SETTINGS} is not one cnnlab wrote") from None
-    elif run.exists(runs.CHECKPOINT) or run.exists(runs.SUMMARY):
-        raise UserError(f"{run} already holds a run; continue it with --resume or choose another --out")
-    s = settings
+    session = RunSession.open(out, kind=KIND, resume=resume, settings_file=SETTINGS)
+    s = _settings_to_run(settings, session)
+    run = session.run
     _check(s)
-    if not resume:  # absolute, so that --resume works from any folder
-        s.style, s.content_dir = str(Path(s.style).resolve()), str(Path(s.content_dir).resolve())
     style_image = read_image(s.style)
     files = content_files(s.content_dir)
     if s.limit_images:
@@ -254,14 +226,12 @@ def train(settings: StyleTrainSettings, out: str | Path, *, resume: bool = False
     if resume and run.read_json(SETTINGS).get("photos_key") not in (None, photos_key):
         raise UserError(f"cannot resume {run}: the photos in {s.content_dir} changed since it started (files added, "
                         f"removed or modified); start a new run")
-    used = configure_threads(threads)
-    dev = select_device(device)
-    execution = resolve_execution(dev, s.precision, False)
+    execution = session.start(device=device, threads=threads, precision=s.precision, channels_last=False,
+                              announce=False)
+    dev = session.device
     net = lossnet.build(s.loss_net or None, s.loss_net_weights).to(dev)
     s.loss_net = net.name
-    run.create()
-    run.write_json(SETTINGS, {**asdict(s), "photos_key": photos_key})
-    start = time.perf_counter()
+    session.write_settings(SETTINGS, json.dumps({**asdict(s), "photos_key": photos_key}, indent=2) + "\n")
     photos = load_photos(files, s.image_size, _cache_dir(cache_dir))
     batches = PhotoBatches(photos, min(s.batch_size, len(photos)), s.seed, dev)
     steps_total = s.iterations or int(math.ceil(s.epochs * len(batches)))
@@ -271,43 +241,31 @@ def train(settings: StyleTrainSettings, out: str | Path, *, resume: bool = False
     torch.manual_seed(s.seed)
     model = TransformNet(s.width, s.residual_blocks).to(dev)
     style_x = resize_longest(style_image, s.style_size).to(dev)
-    from ..engine.device import autocast
-
     with autocast(dev, execution.precision):
         objective = StyleObjective(net, [style_x], [1.0], s.content_weight, s.style_weight, s.tv_weight)
     optimizer = build_optimizer(model, OptimConfig(name="adam", lr=s.lr), execution.precision)
     schedule = LrSchedule(optimizer, ScheduleConfig(name="constant"), steps_per_epoch=len(batches),
                           total_steps=steps_total)
-    meta = {"kind": KIND, "arguments": json.dumps(model.arguments()), "style": Path(s.style).name,
+    meta = {"kind": WEIGHTS_KIND, "arguments": json.dumps(model.arguments()), "style": Path(s.style).name,
             "loss_net": net.name, "image_size": str(s.image_size)}
-    recorder = RunRecorder(run, False, meta, {})
     previews = Previews(run, photos[: s.preview_images], s.preview_every, dev)
     trainer = Trainer(model, optimizer, schedule, device=dev, precision=execution.precision,
                       objective=PerceptualObjective(objective), max_train_seconds=s.minutes * 60 or None,
-                      callbacks=[previews, recorder, EpochPrinter(), *callbacks])  # previews first: see Previews
-    if resume and not run.exists(runs.CHECKPOINT):  # killed before its first epoch ended: start it again
-        print(f"{run} has no finished epoch yet: starting it from the beginning", flush=True)
-        resume = False
-    if resume:
-        checkpoint = run.load_checkpoint(dev)
-        trainer.load_state_dict(checkpoint)
-        recorder.restore(checkpoint)
-        print(f"resuming {run} after epoch {trainer.state.epoch}", flush=True)
+                      callbacks=[previews, *session.recording(meta), *callbacks])  # previews first: see Previews
+    checkpoint = session.checkpoint()
+    session.restore(trainer, checkpoint)
     print(f"training a style network ({sum(p.numel() for p in model.parameters()):,} parameters) for "
           f"{Path(s.style).name} on {len(photos)} photos at {s.image_size} px, {steps_total} steps of "
           f"{batches.batch_size}, loss network {net.name}, {execution.describe()} -> {run}", flush=True)
-    state = trainer.fit(batches, None, epoch_steps, ProgressBar if progress else None)
+    state = session.fit(trainer, batches, None, epoch_steps, ProgressBar if progress else None)
     history = state.history
-    summary = {"kind": KIND, "style": s.style, "photos": len(photos), "steps": trainer.schedule.step_count,
-               "epochs": state.epoch, "first_epoch_loss": history[0]["train_loss"] if history else None,
-               "final_loss": history[-1]["train_loss"] if history else None, "train_seconds": state.train_seconds,
-               "stop_reason": state.stop_reason or None, "budget_minutes": s.minutes or None,
-               "total_seconds": time.perf_counter() - start, "loss_net": net.name, "settings": asdict(s),
-               "precision": execution.precision, "cpu_class": execution.cpu_class, "device": str(dev),
-               "threads": used, "weights": str(run / runs.BEST)}
-    run.write_json(runs.ENVIRONMENT, runs.environment(used, dev, execution=execution.record()))
-    run.write_json(runs.SUMMARY, summary)
-    return summary
+    summary = runs.StyleNetworkSummary(
+        kind=KIND, name=run.path.name, style=s.style, photos=len(photos), steps=trainer.schedule.step_count,
+        epochs=state.epoch, first_epoch_loss=history[0]["train_loss"] if history else None,
+        final_loss=history[-1]["train_loss"] if history else None, train_seconds=state.train_seconds,
+        stop_reason=state.stop_reason or None, budget_minutes=s.minutes or None, loss_net=net.name,
+        settings=asdict(s), weights=str(run / runs.BEST), resumed=session.resuming)
+    return session.close(summary).to_dict()
 
 
 def _cache_dir(cache_dir: str | None) -> Path:
@@ -351,7 +309,7 @@ def load_network(path: str | Path, device: torch.device | str = "cpu") -> tuple[
         state = holder.load_weights(file.name)
     except (SafetensorError, UserError, OSError, ValueError):
         raise UserError(f"--model {file} is not a style network (not a safetensors file cnnlab wrote)") from None
-    if meta.get("kind") != KIND:
+    if meta.get("kind") != WEIGHTS_KIND:
         raise UserError(f"--model {file} is not a style network (it holds a {meta.get('kind', 'classifier')}); "
                         f"train one with cnnlab stylize train")
     model = TransformNet(**json.loads(meta["arguments"]))

@@ -4,8 +4,8 @@ The features are what the backbone's classifier would see (its input: the pooled
 convolutional trunk, 1,280 numbers for EfficientNet-Lite0, 2,048 for ResNet-50), computed with the
 backbone in eval mode on the center-cropped images. They are cached next to the decoded images, keyed by
 the images' key (files, sizes, modification times, resize and crop), the backbone's name and a digest of
-its weights, and the normalization: a second run, or another classifier on the same features, extracts
-nothing.
+its weights, the normalization and the precision (data/cache.py): a second run, or another classifier on the
+same features, extracts nothing.
 
 The classifier is an ``nn.Linear`` trained by the same engine as every other run (softmax cross-entropy,
 any optimizer and schedule of the config), on the feature tensors instead of images: with 450 images of
@@ -16,7 +16,6 @@ dependency.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 from torch import nn
 
 from ..data import ClassificationData
-from ..data.folders import cache_root
+from ..data.cache import cache_root, cached_tensors
 from ..config import DataConfig
 from ..engine.device import autocast, memory_format
 from ..errors import UserError
@@ -156,33 +155,24 @@ def feature_data(data: ClassificationData, backbone: nn.Module, backbone_name: s
     mean/std fields are unused (the batches do not normalize them). The cache key leaves out the backend on
     purpose: torch and ONNX Runtime compute the same features up to float rounding (tested to 1e-3).
     """
-    from safetensors.torch import load_file
-    from safetensors.torch import save as to_bytes
-
-    from ..runs import atomic_write_bytes
-
     digest = weights_digest(backbone)
-    key = hashlib.sha256(json.dumps([data.checksum, backbone_name, digest, list(data.mean),
-                                     list(data.std), precision]).encode()).hexdigest()[:20]
-    path = cache_root(cfg) / f"features-{key}.safetensors"
     splits = ("train", "val", "test")
-    stored = None
-    if path.is_file():
-        try:
-            stored = load_file(str(path))
-        except Exception:  # damaged: extract again
-            stored = None
-    status = "hit" if stored is not None else "miss"
     used = extraction_backend(backend, device, precision)
-    if stored is None:
+
+    def build() -> dict[str, torch.Tensor]:
         shape = "x".join(map(str, data.train_images.shape[-2:]))
         onnx_file = cache_root(cfg) / f"onnx-{backbone_name}-{digest}-{shape}.onnx"
         extractor = Extractor(backbone, data.mean, data.std, device, precision, channels_last, used, onnx_file,
                               data.train_images[:1])
-        stored = {s: extractor(getattr(data, f"{s}_images")) for s in splits}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, to_bytes({s: t.contiguous() for s, t in stored.items()},
-                                          metadata={"backbone": backbone_name}))
+        return {s: extractor(getattr(data, f"{s}_images")) for s in splits}
+
+    expect = {s: ((len(getattr(data, f"{s}_images")), None), torch.float32) for s in splits}
+    entry = cached_tensors(cache_root(cfg), "features", [data.checksum, backbone_name, digest, list(data.mean),
+                                                         list(data.std), precision],
+                           build, what="feature cache", expect=expect, metadata={"backbone": backbone_name},
+                           validate=lambda t: len({x.shape[1] for x in t.values()}) == 1)  # one backbone's width
+    stored, key = entry.tensors, entry.key
+    status = "hit" if entry.hit else "miss"
     features = replace(data, train_images=stored["train"], val_images=stored["val"], test_images=stored["test"],
                        checksum=key)
     return features, {"cache": status, "key": key, "dimensions": int(stored["train"].shape[1]),

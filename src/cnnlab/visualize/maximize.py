@@ -6,7 +6,7 @@ anything. What makes the result an interpretable pattern (Olah et al., "Feature 
 - a decorrelated parametrization: the image is the inverse FFT of a spectrum scaled by 1/frequency, with
   colours decorrelated by ImageNet's colour covariance (``param="fourier"``; ``"pixel"`` is the plain one);
 - transformation robustness: a random jitter, scale and rotation of the image at every step;
-- total-variation and L2 penalties;
+- total-variation (L1, ``total_variation_l1``) and L2 penalties;
 - octaves: optimize a small image first, then upscale and continue (for large inputs).
 
 All targets are optimized at once, as one batch (image i maximizes target i).
@@ -153,8 +153,9 @@ def random_transform(images: torch.Tensor, s: MaximizeSettings, generator: torch
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def total_variation(images: torch.Tensor) -> torch.Tensor:
-    """Per image: mean absolute difference of neighbouring pixels."""
+def total_variation_l1(images: torch.Tensor) -> torch.Tensor:
+    """Per image ([N]): mean absolute (L1) difference of neighbouring pixels, Lucid's penalty, which lets edges
+    stay sharp where the squared one (style/losses.total_variation_l2) would blur them."""
     dy = (images[..., 1:, :] - images[..., :-1, :]).abs().flatten(1).mean(1)
     dx = (images[..., :, 1:] - images[..., :, :-1]).abs().flatten(1).mean(1)
     return dx + dy
@@ -226,7 +227,7 @@ def maximize(subject: Subject, layer: str | None, targets: list[int],
                 for _ in range(s.steps):
                     images = param()
                     act = activation(random_transform(images, s, gen), units)
-                    loss = (-act + s.tv_weight * total_variation(images)
+                    loss = (-act + s.tv_weight * total_variation_l1(images)
                             + s.l2_weight * (images - 0.5).pow(2).flatten(1).mean(1)).sum()
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()

@@ -3,7 +3,6 @@ class names and layers (by name, as in ``model.named_modules()``)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from torch import nn
 
 from ..errors import UserError, did_you_mean
 from ..models import backbones, registry
-from ..models.backbones import Preprocess
+from ..data.preprocess import Preprocess
 
 
 @dataclass
@@ -64,15 +63,10 @@ def load_subject(run: str | Path | None = None, model: str | None = None, weight
     if (run is None) == (model is None):
         raise UserError("give either --run RUN_DIR (a cnnlab training run) or --model NAME (an ImageNet model)")
     if run is not None:
-        from ..classify import load_run_model
+        from ..models.trained import load_trained
 
-        net, cfg, run_dir = load_run_model(run)
-        meta = run_dir.weights_metadata()
-        shape = json.loads(meta["image_shape"])
-        side = int(shape[-1])
-        pre = Preprocess(resize=side, crop=side, mean=tuple(json.loads(meta["mean"])),
-                         std=tuple(json.loads(meta["std"])), fixed_size=True)
-        return Subject(f"{cfg.model.name} ({run_dir})", net.eval(), pre, json.loads(meta["classes"]))
+        net, cfg, run_dir, meta = load_trained(run)
+        return Subject(f"{cfg.model.name} ({run_dir})", net.eval(), meta.view(), list(meta.classes))
     entry = registry.entry(model)
     if entry.task != "imagenet":
         raise UserError(f"model '{model}' has no pretrained weights to visualize; train it and pass --run RUN_DIR, "

@@ -1,14 +1,4 @@
-"""The run directory: the one contract between training, evaluation, ablations, reports.
-
-    RUN_DIR/
-      config.yaml        resolved config (reproduce with: cnnlab train --config RUN_DIR/config.yaml)
-      environment.json   versions, hardware, threads, git commit, command line
-      metrics.csv        a row per epoch
-      summary.json       final numbers and provenance
-      curves.png         accuracy and loss, train vs validation
-      checkpoint.pt      full training state of the last finished epoch (resume)
-      best.safetensors   weights with the best validation accuracy (last epoch when there is no validation)
-      evaluation.json, confusion_matrix.png/.csv   from `cnnlab evaluate` (also run at the end of training)
+"""RunDir: a run directory's files, each written atomically (see the package docstring for the layout).
 
 Every file is written to a temporary name in the same folder, flushed to disk (fsync), renamed over the
 old one, and the folder's entry is flushed too: an interruption or a power cut never leaves half a file,
@@ -23,9 +13,6 @@ import io
 import json
 import math
 import os
-import platform
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from .errors import UserError
+from ..errors import UserError
 
 CONFIG = "config.yaml"
 SUMMARY = "summary.json"
@@ -244,43 +231,3 @@ def _parse(text: str) -> Any:
     if text in ("True", "False"):
         return text == "True"
     return text
-
-
-def run_kind(summary: dict[str, Any]) -> str:
-    """What wrote a summary.json: train | transfer | features | finetune (classifiers) | style (an optimized
-    image or a style network)."""
-    if summary.get("kind") == "style_network" or "method" in summary:
-        return "style"
-    return str(summary.get("kind", "train"))
-
-
-def git_commit() -> str:
-    """The commit of the cnnlab source tree ('+dirty' when it has uncommitted changes), or 'unknown'."""
-    src = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True,
-                                timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=src,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return commit + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def environment(threads: int, device: torch.device, world_size: int = 1,
-                execution: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What a reader needs to reproduce or compare a run's timing (`execution`: precision, memory format,
-    CPU capability and class, as resolved by engine.device.resolve_execution)."""
-    import torchvision
-
-    from .engine.device import available_cores, cpu_name
-
-    env = {"python": sys.version.split()[0], "torch": torch.__version__, "torchvision": torchvision.__version__,
-           "platform": platform.platform(), "cpu": cpu_name(), "cores": os.cpu_count(),
-           "cores_available": available_cores(), "threads": threads,
-           "device": str(device), "world_size": world_size, "git_commit": git_commit(),
-           "command": sys.argv, **(execution or {})}
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
-        env["cuda"] = torch.version.cuda
-    return env

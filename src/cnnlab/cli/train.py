@@ -53,9 +53,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"test accuracy {100 * ev['test_accuracy']:.2f}% on {ev['test_images']} images")
     for name, acc in ev["per_class_accuracy"].items():
         print(f"  {name:>12s} {100 * acc:6.2f}%")
+    if args.out:
+        print(f"wrote {Path(args.out) / 'evaluation.json'}, confusion_matrix.png and summary.json")
+        return 0
     which = "evaluation.json and confusion_matrix.png" if args.data is None else \
         "evaluation-other.json and confusion_matrix-other.png"
-    print(f"wrote {Path(args.out or args.run_dir) / which}")
+    print(f"wrote {Path(args.run_dir) / which}")
     return 0
 
 

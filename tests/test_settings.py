@@ -141,3 +141,17 @@ def test_a_resumed_style_network_refuses_settings(tmp_path, capsys):
     assert cli.main(["stylize", "train", "--resume", str(tmp_path), "--lr", "0.1"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "--lr cannot be given with --resume" in err and "style.json" in err
+
+
+def test_field_help_comes_from_a_docstring_a_comment_or_metadata():
+    @dataclasses.dataclass
+    class Example:
+        a: int = 1
+        """Docstring of a."""
+        b: str | None = None  # comment of b
+        c: float = dataclasses.field(default=0.5, metadata={"help": "metadata of c"})
+        """Not this one."""
+
+    assert config.field_docs(Example) == {"a": "Docstring of a.", "b": "comment of b", "c": "metadata of c"}
+    info = config.field_info(Example, "b")
+    assert (info.type, info.optional, info.default) == (str, True, None)

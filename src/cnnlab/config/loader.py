@@ -18,8 +18,10 @@ import ast
 import dataclasses
 import functools
 import inspect
+import io
 import math
 import textwrap
+import tokenize
 import types
 import typing
 from pathlib import Path
@@ -50,11 +52,13 @@ def is_dataclass_type(tp: Any) -> bool:
 
 
 def strip_optional(tp: Any) -> tuple[Any, bool]:
-    """(T, True) for ``T | None``; (tp, False) otherwise."""
+    """(T, True) for ``T | None``; (A | B, True) for ``A | B | None``; (tp, False) otherwise."""
     if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(tp))
         if len(args) == 1:
-            return args[0], True
+            return args[0], optional
+        return tp, optional
     return tp, False
 
 
@@ -179,21 +183,28 @@ def check_choices(obj: Any, prefix: str = "", labels: dict[str, str] | None = No
 
 @functools.lru_cache(maxsize=None)
 def field_docs(cls: type) -> dict[str, str]:
-    """Each field's help, one line: its ``metadata={"help": ...}``, else the docstring written under it."""
+    """Each field's help, one line: its ``metadata={"help": ...}``, else the docstring written under it, else
+    the comment at the end of its line."""
     docs: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         if not dataclasses.is_dataclass(klass):
             continue
         try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError, SyntaxError):  # no source (a frozen build): the metadata help only
+            source = textwrap.dedent(inspect.getsource(klass))
+            tree = ast.parse(source)
+            comments = {tok.start[0]: tok.string.lstrip("#").strip() for tok in
+                        tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+        except (OSError, TypeError, SyntaxError, tokenize.TokenError):  # no source (a frozen build): metadata only
             continue
         body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-        for node, after in zip(body, body[1:]):
-            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and \
-                    isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) and \
+        for node, after in zip(body, [*body[1:], None]):
+            if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+                continue
+            if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) and \
                     isinstance(after.value.value, str):
                 docs[node.target.id] = " ".join(after.value.value.split())
+            elif node.end_lineno in comments:
+                docs[node.target.id] = comments[node.end_lineno]
     for f in dataclasses.fields(cls):
         if f.metadata.get("help"):
             docs[f.name] = f.metadata["help"]

@@ -148,7 +148,9 @@ def test_a_newer_schema_version_is_a_one_line_error(tmp_path):
 def test_run_meta_round_trips_through_weights_metadata():
     meta = runs.RunMeta(("cat", "dog"), (3, 32, 32), (0.5, 0.4, 0.3), (0.2, 0.2, 0.2), epoch=3)
     assert runs.RunMeta.from_metadata(meta.to_metadata()) == meta
-    assert meta.view().crop == 32 and meta.view().mean == (0.5, 0.4, 0.3)
+    assert meta.view().crop == meta.view().resize == 32 and meta.view().mean == (0.5, 0.4, 0.3)
+    backbone = runs.RunMeta(("a",), (3, 224, 224), (0.5,) * 3, (0.5,) * 3, resize=256)  # resize, then crop
+    assert runs.RunMeta.from_metadata(backbone.to_metadata()).view().resize == 256
     with pytest.raises(UserError, match="lacks cnnlab's classifier metadata"):
         runs.RunMeta.from_metadata({"kind": "style_network"})
 

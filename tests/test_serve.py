@@ -1,4 +1,5 @@
-"""`cnnlab serve`: the endpoints, the upload limits, content sniffing, path traversal, concurrency."""
+"""`cnnlab serve`: the endpoints, the upload limits, content sniffing, path traversal, concurrency. Who may
+ask (Host, token, own page), bounded decoding and model cache, page-started runs and stopping: test_serve_access.py."""
 
 from __future__ import annotations
 
@@ -32,9 +33,15 @@ def runs_dir(tmp_path_factory):
     return root
 
 
+def local_client(app) -> TestClient:
+    """A test client addressed as a browser on this machine addresses the app (the Host check is on every
+    bind; the test client's own default name, "testserver", is refused)."""
+    return TestClient(app, base_url="http://127.0.0.1:8000")
+
+
 @pytest.fixture(scope="module")
 def client(runs_dir):
-    with TestClient(create_app(ServeSettings(runs_dir, max_upload_mb=1))) as c:
+    with local_client(create_app(ServeSettings(runs_dir, max_upload_mb=1))) as c:
         yield c
 
 
@@ -96,6 +103,7 @@ def test_reports_of_runs_are_served(client):
 def test_errors_are_messages(client):
     response = client.post("/api/predict", files=_photo(), data={"model": "no_such_model"})
     assert response.status_code == 400 and "unknown model" in response.json()["error"]
+    assert "efficientnet_lite0" in response.json()["error"]  # it names the valid models
 
 
 def test_stylize_with_a_trained_network(client):
@@ -104,11 +112,13 @@ def test_stylize_with_a_trained_network(client):
     assert client.get(response.json()["image"]).content[:4] == b"\x89PNG"
     bad = client.post("/api/stylize", files=_photo("coffee.png"), data={"network": "cnn4-a"})
     assert bad.status_code == 400 and "not a style network" in bad.json()["error"]
+    unknown = client.post("/api/stylize", files={"image": ("x.png", b"no image", "x")}, data={"network": "nope"})
+    assert unknown.status_code == 404  # the name is checked before anything is decoded
 
 
 def test_twenty_concurrent_predictions_load_the_model_once(runs_dir):
     app = create_app(ServeSettings(runs_dir))
-    with TestClient(app) as c:
+    with local_client(app) as c:
         payload = (PHOTOS / "chelsea.png").read_bytes()
         with ThreadPoolExecutor(max_workers=20) as pool:
             answers = list(pool.map(lambda _: c.post("/api/predict", files={"image": ("c.png", payload, "x")}),
@@ -159,7 +169,7 @@ def test_symlinked_files_inside_a_run_are_not_published(tmp_path):
     secret = tmp_path / "secret.png"
     secret.write_bytes((PHOTOS / "coffee.png").read_bytes())
     os.symlink(secret, run / "leak.png")
-    with TestClient(create_app(ServeSettings(root))) as c:
+    with local_client(create_app(ServeSettings(root))) as c:
         page = c.get("/runs/r/report/index.html").text
         assert "leak" not in page and c.get("/runs/r/report/assets/r/leak.png").status_code == 404
         assert str(tmp_path) not in page  # no server paths in served pages
@@ -180,7 +190,7 @@ def _events(client, url: str) -> list[tuple[str, dict]]:
 
 
 def test_a_run_started_from_the_page_streams_its_epochs_then_its_summary(tmp_path, fake_cifar_root):
-    with TestClient(create_app(ServeSettings(tmp_path / "runs", data_root=str(fake_cifar_root)))) as c:
+    with local_client(create_app(ServeSettings(tmp_path / "runs", data_root=str(fake_cifar_root)))) as c:
         assert c.post("/api/train", data={"preset": "nope"}).status_code == 400
         refused = c.post("/api/train", data={"preset": "demo", "minutes": "999"})
         assert refused.status_code == 400 and "minutes" in refused.json()["error"]
@@ -207,7 +217,12 @@ def test_a_run_that_fails_streams_its_one_line_error(tmp_path, monkeypatch):
         monkeypatch.setenv(proxy, "http://127.0.0.1:9")
     empty = tmp_path / "no-data"
     empty.mkdir()
-    with TestClient(create_app(tmp_path / "runs", data_root=str(empty))) as c:
+    cwd = tmp_path / "cwd"  # a stray yaml.py where the server was started must not shadow the library
+    cwd.mkdir()
+    (cwd / "yaml.py").write_text("raise SystemExit('the stray yaml.py in the server folder was imported')\n")
+    monkeypatch.chdir(cwd)
+    with local_client(create_app(tmp_path / "runs", data_root=str(empty))) as c:
         job = c.post("/api/train", data={"preset": "demo", "minutes": "0.3", "train_images": "300"}).json()
         kind, data = _events(c, job["events"])[-1]
-        assert kind == "failed" and "CIFAR-10" in data["error"] and str(tmp_path / "runs") not in data["error"]
+        assert kind == "failed" and "CIFAR-10" in data["error"], data
+        assert str(tmp_path) not in data["error"] and "stray" not in data["error"]

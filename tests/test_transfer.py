@@ -248,7 +248,7 @@ def test_finetune_trains_the_last_layers_and_keeps_frozen_batch_norm(tmp_path):
     out = tmp_path / "ft"
     proc = cnnlab("finetune", "--data", root, "--trainable-layers", "4", "--epochs", "2", "--head-epochs", "1",
                   "--no-progress", "--cache-dir", tmp_path / "cache", "--out", out, "train.batch_size=6",
-                  "--val-fraction", "0.25", "data.augment.color_jitter=0.1")
+                  "--val-fraction", "0.25", "--test-fraction", "0", "data.augment.color_jitter=0.1")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["kind"] == "finetune" and summary["trainable"] == "4"
@@ -270,7 +270,7 @@ def test_kept_batch_norm_statistics_still_learn_scale_and_shift(tmp_path):
     out = tmp_path / "ft"
     proc = cnnlab("finetune", "--data", root, "--trainable-layers", "4", "--epochs", "2", "--no-progress",
                   "--cache-dir", tmp_path / "cache", "--out", out, "train.batch_size=6", "--val-fraction", "0.25",
-                  "transfer.bn_statistics=frozen", "--lr", "0.01")
+                  "--test-fraction", "0", "transfer.bn_statistics=frozen", "--lr", "0.01")
     assert proc.returncode == 0, proc.stderr
     pretrained = create("efficientnet_lite0", num_classes=3).state_dict()
     tuned = load_file(out / "best.safetensors")
@@ -397,3 +397,26 @@ def test_finetuning_can_start_from_a_features_runs_classifier(tmp_path):
     proc = cnnlab("finetune", "--data", other, "--epochs", "1", "--head-from", tmp_path / "f", "--out",
                   tmp_path / "y", "--cache-dir", tmp_path / "cache")
     assert_one_line_error(proc, "was trained on classes")
+
+
+def test_transfer_runs_report_a_test_split_no_choice_saw(tmp_path):
+    """The presets carve a test split once (stratified, seeded) where the data has none: summary.json reports
+    test_accuracy on it beside best_val_accuracy, and its photos are neither training nor validation photos."""
+    from cnnlab.data.folders import index_dataset
+
+    root = imagefolder(tmp_path / "d", per_class=10)
+    cfg = config.resolve("features", {"data.path": str(root), "data.cache_dir": str(tmp_path / "cache"),
+                                      "train.epochs": 30, "train.precision": "fp32", "train.progress": False,
+                                      "out": str(tmp_path / "f")})
+    summary = train(cfg).summary
+    assert summary["test_images"] == 6 and summary["val_images"] == 6 and summary["train_images"] == 18
+    assert summary["test_accuracy"] is not None and summary["best_val_accuracy"] is not None
+    assert "carved once" in summary["test_split"] and "split seed 0" in summary["test_split"]
+    index = index_dataset(cfg.data)
+    files = {split: {str(p) for p, _ in items} for split, items in index.splits.items()}
+    assert not files["test"] & files["train"] and not files["test"] & files["val"]
+    assert not files["val"] & files["train"] and sum(map(len, files.values())) == 30
+    assert index_dataset(cfg.data).splits["test"] == index.splits["test"]  # carved the same every time
+    # the reported test figure is the kept weights' accuracy on exactly those photos, recomputed from the files
+    evaluation = evaluate(tmp_path / "f")
+    assert evaluation["test_images"] == 6 and evaluation["test_accuracy"] == pytest.approx(summary["test_accuracy"])

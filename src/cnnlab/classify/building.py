@@ -149,4 +149,5 @@ def load_data(cfg: Config, device: torch.device, execution: Execution
 
 def run_meta(data: data_mod.ClassificationData) -> runs.RunMeta:
     """What the weights file needs to rebuild its model and name its outputs (classes, shape, normalization)."""
-    return runs.RunMeta(tuple(data.classes), tuple(data.image_shape), tuple(data.mean), tuple(data.std))
+    return runs.RunMeta(tuple(data.classes), tuple(data.image_shape), tuple(data.mean), tuple(data.std),
+                        resize=data.resize)

@@ -203,7 +203,7 @@ def _finish(session: RunSession, cfg: Config, run_cfg: Config, data: data_mod.Cl
         best_val_accuracy=state.best_val_accuracy if has_val else None,
         best_epoch=state.best_epoch if has_val else state.epoch,
         final_val_accuracy=state.history[-1]["val_accuracy"] if state.history else None,
-        test_accuracy=evaluation["test_accuracy"], test_loss=evaluation["test_loss"],
+        test_accuracy=evaluation["test_accuracy"], test_loss=evaluation["test_loss"], test_split=data.test_split,
         train_seconds=state.train_seconds, budget_minutes=cfg.train.budget_minutes,
         budget=plan.record() if plan else None, planned_seconds=plan.planned_total_seconds if plan else None,
         seed=t.seed, train_images=len(data.train_labels), val_images=len(data.val_labels),

@@ -39,6 +39,10 @@ class ClassificationData:
     layout: str = "cifar10"
     decoded_images: int = 0
     """Images decoded by this load (0 when they came from the cache)."""
+    resize: int | None = None
+    """The shorter side photos were resized to before their center crop (folder datasets; None: CIFAR-10)."""
+    test_split: str = ""
+    """Where the test images come from (a dataset's own split, or carved from train before any choice)."""
 
     @property
     def has_validation(self) -> bool:
@@ -81,7 +85,8 @@ def _load_folder(cfg: DataConfig, view: Preprocess | None = None) -> Classificat
         mean, std = tuple(view.mean), tuple(view.std)
     return ClassificationData(train, labels["train"], images["val"], labels["val"], images["test"], labels["test"],
                               classes=index.classes, mean=mean, std=std, checksum=decoded.key,
-                              source=str(index.root), layout=index.layout, decoded_images=decoded.decoded)
+                              source=str(index.root), layout=index.layout, decoded_images=decoded.decoded,
+                              resize=resize, test_split=index.split_source("test"))
 
 
 DATASETS: dict[str, Callable[..., object]] = {"cifar10": _load_cifar10, "folder": _load_folder}
@@ -112,4 +117,4 @@ def load_cifar10(cfg: DataConfig) -> ClassificationData:
     if cfg.limit_train is not None:
         train_idx = train_idx[: cfg.limit_train]
     return ClassificationData(train_x[train_idx], train_y[train_idx], train_x[val_idx], train_y[val_idx],
-                              test_x, test_y, **meta)
+                              test_x, test_y, **meta, test_split="the official test batch (10,000 images)")

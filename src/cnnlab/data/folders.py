@@ -44,6 +44,14 @@ class FolderIndex:
     root: Path
     layout: str
     splits: dict[str, list[tuple[Path, str]]] = field(default_factory=dict)
+    carved: dict[str, str] = field(default_factory=dict)
+    """How each split that the data did not bring was made (e.g. test: "carved: 20 % of ...")."""
+
+    def split_source(self, split: str) -> str:
+        """Where a split's images come from: the dataset's own list or folder, carved from train, or none."""
+        if split in self.carved:
+            return self.carved[split]
+        return f"the dataset's own {split} split" if self.splits.get(split) else "none"
 
     @property
     def classes(self) -> list[str]:
@@ -200,6 +208,8 @@ def carve_splits(index: FolderIndex, val_fraction: float, test_fraction: float, 
         keep, held = stratified_split(labels, count, seed)
         index.splits[split] = [train[i] for i in held.tolist()]
         index.splits["train"] = [train[i] for i in keep.tolist()]
+        index.carved[split] = (f"carved once: {count} of the dataset's {pool} training images "
+                               f"({100 * fraction:g} %), stratified by class, split seed {seed}")
     return index
 
 

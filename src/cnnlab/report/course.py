@@ -239,6 +239,12 @@ class CourseRow:
     metric: str
     published: float | None
     runs: list[tuple[str, str, float | None, str]] = field(default_factory=list)  # (run, anchor, value, note)
+    tests: dict[str, float | None] = field(default_factory=dict)
+    """Each run's test accuracy (rows compared on validation: tasks 2-4), measured once on photos no choice saw."""
+
+    @property
+    def shows_test(self) -> bool:
+        return self.metric == "val_accuracy"
 
 
 @dataclass
@@ -264,7 +270,10 @@ def layout(placed: list[tuple[str, str | None, str, str, dict[str, Any]]]) -> li
             anchors.append(anchor)
             if key in by_key:
                 row = by_key[key]
-                by_key[key].runs.append((name, anchor, measured(key, row.metric, summary), _note(summary)))
+                row.runs.append((name, anchor, measured(key, row.metric, summary), _note(summary)))
+                if row.shows_test:
+                    value = summary.get("test_accuracy")
+                    row.tests[name] = float(value) if isinstance(value, (int, float)) else None
         tasks.append(CourseTask(task, title, rows, anchors))
     return tasks
 
@@ -294,6 +303,9 @@ def figures_json(tasks: list[CourseTask]) -> dict[str, dict[str, dict[str, Any]]
                 name, _, value, note = row.runs[-1]
                 out[task.task][row.key] = {row.metric: value, "published": row.published, "run": name,
                                            "conditions": note}
+                if row.shows_test:  # the course reported its best validation epoch; cnnlab adds a test split
+                    out[task.task][row.key]["test_accuracy"] = row.tests.get(name)
+                    out[task.task][row.key]["published_is"] = "the course's best validation epoch"
     return out
 
 

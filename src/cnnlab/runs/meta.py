@@ -27,6 +27,9 @@ class RunMeta:
     std: tuple[float, ...]
     epoch: int | None = None
     """The epoch the weights are from (best validation epoch, else the last)."""
+    resize: int | None = None
+    """The shorter side a photo is resized to before its center crop to the input side (an ImageNet backbone's
+    256 for 224); None: straight to the input side (CIFAR networks, and runs written before it was stored)."""
 
     @property
     def side(self) -> int:
@@ -36,7 +39,7 @@ class RunMeta:
         """The photo preprocessing: resized and cropped to the input side, normalized like training."""
         from ..data.preprocess import Preprocess
 
-        return Preprocess(self.side, self.side, self.mean, self.std, fixed_size=True)
+        return Preprocess(self.resize or self.side, self.side, self.mean, self.std, fixed_size=True)
 
     def to_metadata(self) -> dict[str, str]:
         """safetensors metadata (string values only)."""
@@ -44,6 +47,8 @@ class RunMeta:
                 "mean": json.dumps(list(self.mean)), "std": json.dumps(list(self.std))}
         if self.epoch is not None:
             meta["epoch"] = str(self.epoch)
+        if self.resize is not None:
+            meta["resize"] = str(self.resize)
         return meta
 
     def to_dict(self) -> dict[str, Any]:
@@ -57,7 +62,8 @@ class RunMeta:
                        image_shape=tuple(int(v) for v in json.loads(meta["image_shape"])),  # type: ignore[arg-type]
                        mean=tuple(float(v) for v in json.loads(meta["mean"])),
                        std=tuple(float(v) for v in json.loads(meta["std"])),
-                       epoch=int(meta["epoch"]) if meta.get("epoch") else None)
+                       epoch=int(meta["epoch"]) if meta.get("epoch") else None,
+                       resize=int(meta["resize"]) if meta.get("resize") else None)
         except (KeyError, ValueError, TypeError):
             raise UserError(f"{where} lacks cnnlab's classifier metadata (classes, image shape, normalization); "
                             f"is it a classifier run's weights?") from None

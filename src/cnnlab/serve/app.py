@@ -11,16 +11,24 @@ Endpoints (one router per feature under serve/routes/):
 - ``POST /api/stylize`` multipart ``image`` + ``network`` (a style-network run's name) -> ``{"image": URL}``
   (routes/stylize.py);
 - ``POST /api/train`` form ``preset``, ``minutes``, ``train_images`` -> 202 ``{"job", "run", "events": URL}``
-  (409 while another run goes); ``GET /api/train/{job}/events`` its progress as Server-Sent Events
-  (routes/train.py, serve.jobs).
+  (409 while another run goes, 429 sooner than --train-interval); ``GET /api/train/{job}/events`` its
+  progress as Server-Sent Events (routes/train.py, serve.jobs);
+- ``GET /api/status`` the models in memory and whether a run is going.
+
+Who may ask (serve/access.py, as Jupyter Server does it): every request must name this machine in its Host
+(against DNS rebinding, on every bind); a non-loopback bind needs the token printed at start on every request
+but /healthz; every state-changing request (the CHANGE routers) must come from the app's own page (Origin,
+Sec-Fetch-Site and the page's X-Requested-With header) or from a program, never from another site's page.
 
 Safety, by design rather than by hope (serve/safety.py): it binds to 127.0.0.1 unless told otherwise; uploads
 over --max-upload-mb are refused with 413 before they are read into memory (the request body is counted as it
 arrives, with or without a Content-Length); images are accepted by decoding their content (anything else: 415
-with the reason), never by their extension; run and file names are resolved and must stay inside --runs
-(``..``, encoded ``%2e%2e``, absolute paths and symlinks pointing outside give 404); errors are JSON
-messages, never tracebacks. Each model is loaded once and shared; one lock per model keeps concurrent
-requests from oversubscribing the CPU (they queue and are all answered).
+with the reason), never by their extension, within a pixel budget (--max-megapixels, reduced decoding, two at
+a time); run and file names are resolved and must stay inside --runs (``..``, encoded ``%2e%2e``, absolute
+paths and symlinks pointing outside give 404); a model's name is checked before anything is loaded; errors
+are JSON messages, never tracebacks or server paths. A few models are kept (least recently used first out);
+one lock per model and two model slots keep concurrent requests from oversubscribing the CPU (they queue in
+the event loop and are all answered) and leave the threads that answer the pages free.
 
 Importing this module starts nothing: create_app builds the app from a ServeSettings, and the app's state
 (serve/state.py) is made when it starts serving and removed when it stops.
@@ -31,9 +39,11 @@ from __future__ import annotations
 import os
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from . import routes
+from .access import CheckHost, RequireToken
+from .deps import own_page
 from .safety import LimitUploadSize, install_error_handlers
 from .settings import ServeSettings
 from .state import ServeState
@@ -61,14 +71,13 @@ def create_app(settings: ServeSettings | str | os.PathLike | None = None, *args,
         raise TypeError("create_app: pass a ServeSettings or its fields, not both")
     app = FastAPI(title="cnnlab", docs_url=None, redoc_url=None, openapi_url=None, lifespan=_lifespan)
     app.state.settings = settings
+    # Added innermost first: a request meets the Host check, then the token, then the upload limit.
     app.add_middleware(LimitUploadSize, limit=settings.max_upload_bytes)
-    if settings.allowed_hosts:  # against DNS rebinding: a page elsewhere cannot reach us through its own name
-        from starlette.middleware.trustedhost import TrustedHostMiddleware
-
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
+    app.add_middleware(RequireToken, settings=settings)
+    app.add_middleware(CheckHost, settings=settings)
     install_error_handlers(app)
     for router in routes.READ:
         app.include_router(router)
-    for router in routes.CHANGE:  # uploads and started runs: an Origin/token check goes here, as dependencies=[...]
-        app.include_router(router)
+    for router in routes.CHANGE:  # uploads and started runs: only from the app's own page (or a program)
+        app.include_router(router, dependencies=[Depends(own_page)])
     return app

@@ -1,21 +1,28 @@
 """The app's protections, each in one place: the upload limit counted while the body streams in, images
-accepted by their decoded content, names that cannot leave the runs folder, and errors that are always JSON
-messages without server paths or tracebacks. The routes use these; none of them is a route."""
+accepted by their decoded content and decoded within a pixel budget, names that cannot leave the runs folder,
+a run shown on the web only through a copy without links and server paths, and errors that are always JSON
+messages without server paths or tracebacks. The routes use these; none of them is a route. (Who may ask at
+all, Host, token and Origin, is serve/access.py.)"""
 
 from __future__ import annotations
 
-import json
+import html
+import io
+import os
 import re
+import tempfile
+import warnings
 from pathlib import Path
 
 import torch
-from fastapi import FastAPI, HTTPException, Request, UploadFile
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import UserError
-from .jobs import without_server_paths
+from .access import send_json
+from .settings import ServeSettings
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 
@@ -40,7 +47,7 @@ class LimitUploadSize:
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await _json(send, 413, UploadTooLarge(self.limit).detail)
+            return await send_json(send, 413, UploadTooLarge(self.limit).detail)
         seen = 0
         started = False
 
@@ -63,14 +70,28 @@ class LimitUploadSize:
             await self.app(scope, counting_receive, tracking_send)
         except UploadTooLarge as exc:  # raised outside a route's error handling (no form parsing involved)
             if not started:
-                await _json(send, 413, exc.detail)
+                await send_json(send, 413, exc.detail)
 
 
-async def _json(send, status: int, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+def server_paths(settings: ServeSettings) -> list[tuple[str, str]]:
+    """(server path, what a web client sees instead), longest first: the runs folder (run paths become run
+    names), the data root, the temporary folder and the home folder."""
+    pairs = [(str(settings.runs) + os.sep, ""), (str(settings.runs), "--runs")]
+    data = settings.data_root or os.environ.get("CNNLAB_DATA")
+    if data:
+        pairs.append((str(Path(data).expanduser().resolve()), "<data root>"))
+    pairs.append((str(Path(tempfile.gettempdir()).resolve()), "<tmp>"))
+    home = str(Path.home())
+    if len(home) > 1:
+        pairs.append((home, "~"))
+    return sorted(pairs, key=lambda pair: -len(pair[0]))
+
+
+def without_server_paths(text: str, settings: ServeSettings) -> str:
+    """A message or page for a web client: none of the server's own folders shown (see server_paths)."""
+    for path, shown in server_paths(settings):
+        text = text.replace(path, shown)
+    return text
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -78,7 +99,7 @@ def install_error_handlers(app: FastAPI) -> None:
     form 422 naming the fields, anything else 500 without its traceback; never the server's runs folder."""
 
     def message(request: Request, text: str) -> str:
-        return without_server_paths(text, request.app.state.settings.runs)
+        return without_server_paths(text, request.app.state.settings)
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError):
@@ -86,7 +107,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        return JSONResponse({"error": message(request, str(exc.detail))}, status_code=exc.status_code)
+        return JSONResponse({"error": message(request, str(exc.detail))}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError):
@@ -124,14 +146,105 @@ def file_inside(base: Path, relative: str) -> Path:
     return target
 
 
-def decode_upload(upload: UploadFile) -> torch.Tensor:
-    """The uploaded file decoded by its content, never by its name; 415 with the reason when not an image."""
-    from ..data.images import decode_image
+def decode_upload(data: bytes, name: str, max_pixels: int, side: int) -> torch.Tensor:
+    """An upload's bytes decoded by their content, never by their name, within a pixel budget: RGB uint8
+    [3, H, W] with its longer side at most about 2 x `side` (what the models use of it).
 
-    data = upload.file.read()
+    The header's size is checked before any pixel is decoded; a JPEG is decoded at a reduced scale (Pillow's
+    draft: 1/2 to 1/8, at no cost) and that size must fit `max_pixels`, other formats their full size; the
+    picture is then reduced by a whole factor before its mode is converted, so a 25 MP upload costs about
+    100 MB once, not the gigabytes of RGBA compositing and float copies at full size. 413 when too large,
+    415 with the reason when it is no image."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    from ..data.images import MAX_PIXELS, _to_rgb_array  # one mode conversion for every image cnnlab reads
+
     if not data:
-        raise HTTPException(415, f"{upload.filename or 'the upload'} is empty; upload an image file")
+        raise HTTPException(415, f"{name} is empty; upload an image file")
     try:
-        return decode_image(data, upload.filename or "the upload")
-    except UserError as exc:
-        raise HTTPException(415, str(exc)) from None
+        with warnings.catch_warnings():  # Pillow's bomb warning: the checks below say it as an error
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+                if width * height > MAX_PIXELS:
+                    raise _too_large(name, width, height, max_pixels)
+                if max(width, height) > side:
+                    scale = side / max(width, height)
+                    img.draft(img.mode, (max(1, int(width * scale)), max(1, int(height * scale))))
+                if img.width * img.height > max_pixels:
+                    raise _too_large(name, width, height, max_pixels)
+                img.load()
+                img = _reduced(img, side)
+                img = ImageOps.exif_transpose(img)
+                array = _to_rgb_array(img)
+    except UnidentifiedImageError:
+        raise HTTPException(415, f"{name} is not an image file that can be read (JPEG, PNG, BMP, GIF, TIFF, "
+                                 f"WebP)") from None
+    except Image.DecompressionBombError:
+        raise _too_large(name, 0, 0, max_pixels) from None
+    except (OSError, ValueError, SyntaxError) as exc:  # Pillow's truncated, damaged and unsupported files
+        raise HTTPException(415, f"cannot read image {name} ({exc}); the file may be truncated or damaged") from None
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def _too_large(name: str, width: int, height: int, max_pixels: int) -> HTTPException:
+    size = f" ({width:,} x {height:,} pixels)" if width else ""
+    return HTTPException(413, f"{name} is too large to decode here{size}: the limit is {max_pixels / 1e6:g} "
+                              f"million pixels (--max-megapixels); resize it first")
+
+
+def _reduced(img, side: int):
+    """`img` reduced by the largest whole factor that keeps its longer side at least `side` (box filter, on
+    the decoded mode: before any conversion multiplies its bytes). Modes Pillow cannot reduce are converted
+    first to the mode they would become anyway."""
+    factor = max(img.width, img.height) // side
+    if factor < 2:
+        return img
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif img.mode == "1":
+        img = img.convert("L")
+    elif img.mode.startswith("I;16"):
+        img = img.convert("I")
+    try:
+        return img.reduce(factor)
+    except ValueError:  # a mode reduce does not take: decoded at full size (still under max_pixels)
+        return img
+
+
+# What a run folder shows on the web: its records and pictures, never its weights or checkpoints.
+PUBLISHED_SUFFIXES = {".json", ".csv", ".yaml", ".yml", ".md", ".txt", ".png", ".jpg", ".jpeg", ".gif", ".webp",
+                      ".bmp", ".svg"}
+TEXT_SUFFIXES = {".json", ".csv", ".yaml", ".yml", ".md", ".txt"}
+MAX_PUBLISHED_BYTES = 50 * 2**20
+
+
+def publishable_copy(run: Path, target: Path, settings: ServeSettings, depth: int = 2) -> Path:
+    """A copy of `run` for the web: regular files only (a symlink inside a run could point anywhere, and is
+    left out, pictures and records alike), records and pictures only (no weights), nested runs (an ablation's)
+    to `depth` levels, and every text file without server paths. Reports for the web are written from it."""
+    from ..runs import atomic_write_bytes
+
+    target.mkdir(parents=True)
+    for entry in sorted(run.iterdir()):
+        if entry.is_symlink():
+            continue
+        if entry.is_dir() and depth > 1:
+            publishable_copy(entry, target / entry.name, settings, depth - 1)
+        elif (entry.is_file() and entry.suffix.lower() in PUBLISHED_SUFFIXES
+              and entry.stat().st_size <= MAX_PUBLISHED_BYTES):
+            data = entry.read_bytes()
+            if entry.suffix.lower() in TEXT_SUFFIXES:
+                data = without_server_paths(data.decode(errors="replace"), settings).encode()
+            atomic_write_bytes(target / entry.name, data)
+    return target
+
+
+def scrub_page(page: Path, settings: ServeSettings) -> None:
+    """An HTML page written for the web, without server paths (as written and HTML-escaped)."""
+    from ..runs import atomic_write_bytes
+
+    text = page.read_text()
+    for path, shown in server_paths(settings):
+        text = text.replace(path, shown).replace(html.escape(path), html.escape(shown))
+    atomic_write_bytes(page, text.encode())

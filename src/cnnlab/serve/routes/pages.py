@@ -1,5 +1,7 @@
-"""What the app shows and only reads: the page, the runs list, each run's HTML report, result pictures and
-the health check. GET routes only: nothing here changes state a browser could be tricked into changing."""
+"""What the app shows and only reads: the page, the runs list, each run's HTML report, result pictures, what
+the server holds (/api/status) and the health check. GET routes only: nothing here changes state a browser
+could be tricked into changing. /healthz is answered on the event loop itself, needing no worker thread, so
+it answers at once however busy the workers are."""
 
 from __future__ import annotations
 
@@ -12,9 +14,9 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse
 
-from ..deps import RunsDep, SettingsDep, StateDep
+from ..deps import StateDep
 from ..jobs import PRESETS
-from ..safety import file_inside, safe_run_dir
+from ..safety import file_inside, publishable_copy, safe_run_dir, scrub_page
 from ..state import ServeState
 
 RESULT_NAME = re.compile(r"^[0-9a-f]{32}\.png$")
@@ -23,8 +25,14 @@ router = APIRouter()
 
 
 @router.get("/healthz")
-def healthz():
+async def healthz():
     return {"status": "ok"}
+
+
+@router.get("/api/status")
+async def status(state: StateDep):
+    """Models in memory and whether a run is going (as Jupyter's /api/status tells its kernels)."""
+    return state.status()
 
 
 @functools.cache
@@ -37,15 +45,16 @@ def _templates():
 
 
 @router.get("/", response_class=HTMLResponse)
-def page(settings: SettingsDep):
+def page(state: StateDep):
+    settings = state.settings
     return _templates().get_template("index.html.j2").render(
-        runs=list_runs(settings.runs), default_model=settings.default_model,
+        runs=state.runs_index.rows(), default_model=settings.default_model,
         max_upload_mb=settings.max_upload_mb, presets=PRESETS)
 
 
 @router.get("/api/runs")
-def api_runs(runs: RunsDep):
-    return {"runs": list_runs(runs)}
+def api_runs(state: StateDep):
+    return {"runs": state.runs_index.rows()}
 
 
 @router.get("/runs/{name}/report/{file:path}")
@@ -56,7 +65,9 @@ def report(name: str, file: str, state: StateDep):
 
 def _fresh_report(state: ServeState, name: str, run: Path) -> Path:
     """The run's report folder, written on the first request and again when its summary.json is newer.
-    Written aside, then swapped in whole under the run's lock: a reader never sees half a report."""
+    Written from a copy of the run that holds no links and no server paths (safety.publishable_copy), aside,
+    then swapped in whole under the run's lock: a reader never sees half a report; a failed one leaves
+    nothing."""
     out = state.reports / name
     with state.report_lock(name):
         summary = run / "summary.json"
@@ -65,13 +76,17 @@ def _fresh_report(state: ServeState, name: str, run: Path) -> Path:
         if stale:
             from ...report.html import write_report
 
-            fresh = state.reports / f".{name}-{uuid.uuid4().hex}"
-            write_report([run], fresh, title=f"cnnlab: {name}", show_paths=False)
-            old = state.reports / f".{name}-old-{uuid.uuid4().hex}"
-            if out.exists():
-                out.rename(old)
-            fresh.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
+            work = state.reports / f".{name}-{uuid.uuid4().hex}"
+            try:
+                copy = publishable_copy(run, work / "runs" / name, state.settings)
+                fresh = work / "report"
+                scrub_page(write_report([copy], fresh, title=f"cnnlab: {name}", show_paths=False), state.settings)
+                old = work / "old"
+                if out.exists():
+                    out.rename(old)
+                fresh.rename(out)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
     return out
 
 
@@ -81,25 +96,3 @@ def result(name: str, state: StateDep):
     if not RESULT_NAME.match(name):
         raise HTTPException(404, "no such heatmap")
     return FileResponse(file_inside(state.results, name), media_type="image/png")
-
-
-def list_runs(root: Path) -> list[dict]:
-    """The run directories directly under `root`: name, kind and one key figure."""
-    from ... import runs
-
-    out = []
-    if not root.is_dir():
-        return out
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and (p / runs.SUMMARY).is_file()):
-        s = runs.try_read_summary(folder)
-        if s is None:  # damaged or of a newer cnnlab: not listed
-            continue
-        figure = ""
-        for key, label in (("test_accuracy", "test"), ("best_val_accuracy", "val"), ("accuracy", "accuracy")):
-            value = s.get(key)
-            if isinstance(value, (int, float)):
-                figure = f"{label} {100 * value:.2f} %"
-                break
-        out.append({"name": folder.name, "kind": s.kind, "figure": figure,
-                    "style_network": s.kind == "style-network"})
-    return out

@@ -1,5 +1,6 @@
-"""``POST /api/stylize``: an uploaded photo through a style network trained under --runs. The photo is first
-scaled down to the settings' max_stylize_side: memory grows with its pixels, not with the upload's bytes."""
+"""``POST /api/stylize``: an uploaded photo through a style network trained under --runs. The network's name
+is checked before the upload is decoded; the photo is decoded at reduced size and scaled to the settings'
+max_stylize_side: memory grows with its pixels, not with the upload's bytes."""
 
 from __future__ import annotations
 
@@ -7,24 +8,30 @@ from pathlib import Path
 from typing import Annotated
 
 import torch
-from fastapi import APIRouter, Form
+from fastapi import APIRouter, File, Form, UploadFile
 
-from ..deps import ImageDep, ModelsDep, StateDep
+from ..deps import StateDep, decoded, in_model_slot
 from ..safety import safe_run_dir
+from ..state import ServeState
 
 router = APIRouter()
 
 
 @router.post("/api/stylize")
-def stylize(picture: ImageDep, network: Annotated[str, Form()], models: ModelsDep, state: StateDep):
+async def stylize(image: Annotated[UploadFile, File()], network: Annotated[str, Form()], state: StateDep):
+    run = safe_run_dir(state.settings.runs, network)  # 404 before any decoding
+    picture = await decoded(state, image)
+    return await in_model_slot(state, _answer, state, network, run, picture)
+
+
+def _answer(state: ServeState, network: str, run: Path, picture: torch.Tensor) -> dict:
     from ...data.images import save_png, to_uint8
     from ...style.optimize import resize_longest
 
     settings = state.settings
     if max(picture.shape[1:]) > settings.max_stylize_side:
         picture = to_uint8(resize_longest(picture, settings.max_stylize_side))
-    run = safe_run_dir(settings.runs, network)
-    stylizer, lock = models.get(f"style:{network}", lambda: _load_stylizer(run, settings.device))
+    stylizer, lock = state.models.get(f"style:{network}", lambda: _load_stylizer(run, settings.device))
     with lock:
         styled = stylizer(picture.unsqueeze(0))[0]
     name, path = state.new_result()

@@ -139,3 +139,163 @@ def test_a_run_without_test_evaluation_reports_validation(tmp_path, fake_cifar_r
     summary = json.loads((out / "summary.json").read_text())
     assert summary["test_accuracy"] is None and summary["best_val_accuracy"] is not None
     assert not (out / "evaluation.json").exists()
+
+
+# ----------------------------------------------------------------------------------------------- the resume rule
+# One rule for train, transfer, features and finetune: with --resume, a setting whose key is in
+# config.RESUME_CHANGEABLE (where the run runs) is applied to the saved config; any other one must leave the
+# saved value as it is, or the command is refused in one line naming how it was given.
+
+SOURCE_RUN, PHOTOS_DIR = "/runs/source", "/data/photos"
+REQUIRED = {"train": [], "transfer": ["--from", SOURCE_RUN, "--data", PHOTOS_DIR], "features": ["--data", PHOTOS_DIR],
+            "finetune": ["--data", PHOTOS_DIR]}
+
+
+def _saved_run(tmp_path, command):
+    """A run directory holding only the config.yaml that `command` with REQUIRED would have saved."""
+    from cnnlab import config
+
+    folder = {"data.dataset": "folder", "data.path": PHOTOS_DIR}
+    cfg = {"train": lambda: config.resolve(None, {"train.epochs": 3}),
+           "transfer": lambda: config.resolve("transfer", {**folder, "transfer.from_run": SOURCE_RUN}),
+           "features": lambda: config.resolve("features", folder),
+           "finetune": lambda: config.resolve("finetune", folder)}[command]()
+    run = tmp_path / f"saved-{command}"
+    run.mkdir()
+    (run / "config.yaml").write_text(cfg.to_yaml())
+    return run, cfg
+
+
+@pytest.fixture
+def captured_training(monkeypatch):
+    """classify.train replaced: what the CLI would hand to the training session."""
+    from types import SimpleNamespace
+
+    from cnnlab import classify
+
+    calls = []
+
+    def fake_train(cfg, *, resume=None, **_):
+        calls.append((cfg, resume))
+        return SimpleNamespace(summary=None, run_dir=cfg.out)
+
+    monkeypatch.setattr(classify, "train", fake_train)
+    return calls
+
+
+def _main(argv, capsys):
+    from cnnlab import cli
+
+    capsys.readouterr()
+    try:
+        code = cli.main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", list(REQUIRED))
+def test_resume_applies_where_it_runs_to_the_saved_config(command, tmp_path, capsys, captured_training):
+    from cnnlab import config
+
+    run, saved = _saved_run(tmp_path, command)
+    code, err = _main([command, *REQUIRED[command], "--resume", run, "--detect-anomaly", "--cache-dir",
+                       tmp_path / "cache2", "--threads", "1", "--no-progress", "--data-root", tmp_path / "d",
+                       "--epochs", saved.train.epochs, "data.download=false"], capsys)
+    assert code == 0, err
+    [(cfg, resume)] = captured_training
+    assert resume == str(run) and cfg.out == str(run)
+    assert cfg.train.detect_anomaly is True and cfg.data.cache_dir == str(tmp_path / "cache2")
+    assert cfg.train.threads == 1 and cfg.train.progress is False and cfg.data.root == str(tmp_path / "d")
+    assert cfg.data.download is False
+    assert config.differences(saved, cfg) == []  # nothing else changed (an equal --epochs changes nothing)
+    assert set(config.RESUME_CHANGEABLE) >= {"train.detect_anomaly", "data.cache_dir", "train.threads", "out"}
+
+
+@pytest.mark.parametrize("command", list(REQUIRED))
+@pytest.mark.parametrize("change, named, key", [
+    (["--epochs", "7"], "--epochs 7", "train.epochs"),
+    (["optim.lr=0.5"], "optim.lr=0.5", "optim.lr"),
+    (["--seed", "3"], "--seed 3", "train.seed"),
+])
+def test_resume_refuses_any_other_change_naming_the_flag(command, change, named, key, tmp_path, capsys,
+                                                         captured_training):
+    run, _ = _saved_run(tmp_path, command)
+    code, err = _main([command, *REQUIRED[command], "--resume", run, "--no-progress", *change], capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert "cannot resume" in lines[0] and named in lines[0] and key in lines[0], lines[0]
+    assert not captured_training
+
+
+def test_resume_refuses_another_dataset_and_another_out(tmp_path, capsys, captured_training):
+    run, _ = _saved_run(tmp_path, "features")
+    code, err = _main(["features", "--data", tmp_path / "other", "--resume", run], capsys)
+    assert code == 2 and f"--data {tmp_path / 'other'}" in err and "data.path" in err, err
+    code, err = _main(["train", "--resume", _saved_run(tmp_path, "train")[0], "--out", tmp_path / "elsewhere"], capsys)
+    assert code == 2 and "two run directories" in err, err
+    assert not captured_training
+
+
+def test_evaluate_takes_an_output_folder(tmp_path, capsys, monkeypatch):
+    from cnnlab import classify
+
+    seen = {}
+
+    def fake_evaluate(run_dir, **kwargs):
+        seen.update(kwargs, run_dir=run_dir)
+        return {"test_accuracy": 0.5, "test_images": 2, "per_class_accuracy": {"a": 0.5}}
+
+    monkeypatch.setattr(classify, "evaluate", fake_evaluate)
+    code, err = _main(["evaluate", tmp_path / "run", "--data", tmp_path / "photos", "--out", tmp_path / "ev"], capsys)
+    assert code == 0, err
+    assert seen["out"] == str(tmp_path / "ev") and seen["data_path"] == str(tmp_path / "photos")
+
+
+def _finished_then_reopened(argv, out):
+    """Run `argv` to its end, then remove summary.json so that it can be resumed (its last epoch is done)."""
+    from cnnlab import cli
+
+    assert cli.main([str(a) for a in argv]) == 0
+    (out / "summary.json").unlink()
+
+
+def test_detect_anomaly_given_on_resume_reaches_the_resumed_run(tmp_path, fake_cifar_root):
+    """Needs the training session to copy every RESUME_CHANGEABLE key onto the saved config."""
+    import yaml
+
+    from cnnlab import cli
+
+    out = tmp_path / "r"
+    _finished_then_reopened(["train", *TINY, "--data-root", fake_cifar_root, "--out", out, "--epochs", "1"], out)
+    assert cli.main(["train", "--resume", str(out), "--detect-anomaly", "--data-root", str(fake_cifar_root)]) == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["detect_anomaly"] is True
+
+
+def _photo_folder(root):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in ("church", "house"):
+        (root / c).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("command", ["train", "features"])
+def test_a_changed_cache_dir_on_resume_is_used_the_same_in_train_and_transfer_commands(command, tmp_path,
+                                                                                     fake_cifar_root):
+    """Needs the training session to copy every RESUME_CHANGEABLE key onto the saved config."""
+    import yaml
+
+    from cnnlab import cli
+
+    out = tmp_path / "r"
+    where = ["--data-root", fake_cifar_root] if command == "train" else ["--data", _photo_folder(tmp_path / "p")]
+    first = [*TINY, "--epochs", "1"] if command == "train" else ["--epochs", "1", "--val-fraction", "0.34",
+                                                                 "--no-progress"]
+    _finished_then_reopened([command, *first, *where, "--cache-dir", tmp_path / "c1", "--out", out], out)
+    assert cli.main([str(a) for a in [command, *where, "--resume", out, "--cache-dir", tmp_path / "c2",
+                                      "--no-progress"]]) == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["data"]["cache_dir"] == str(tmp_path / "c2")

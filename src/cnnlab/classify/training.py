@@ -78,7 +78,7 @@ def _open(cfg: Config, resume: str | Path | None, started: float | None) -> tupl
     if diff:
         raise UserError(f"cannot resume {session.run}: its config differs ({'; '.join(diff[:3])}); resume without "
                         f"changes, or start a new run with another --out")
-    for key in getattr(config_mod, "RESUME_CHANGEABLE", config_mod.RESUME_EXEMPT):  # TODO(merge) where it runs may change, what it computes may not
+    for key in config_mod.RESUME_CHANGEABLE:  # where it runs may change, what it computes may not
         _set_field(saved, key, config_mod.get_field(cfg, key))
     saved.out = str(session.run.path)
     return session, saved

@@ -28,21 +28,35 @@ DEFAULT_STYLE = "starry_night.jpg"
 
 @dataclass
 class CourseSettings:
-    """What `cnnlab course` runs (see the CLI's help)."""
+    """What `cnnlab course` runs. Loaded like every settings object (config.load_settings); the docstring under
+    a field is also its flag's help."""
 
     minutes: float = 60.0
+    """The whole course's budget."""
     out: str = "runs/course"
+    """Course folder."""
     terrassa: str | None = None
-    """The building dataset (any layout `cnnlab features --data` reads); default: <data root>/scenes6."""
+    """The building dataset (any layout `cnnlab features --data` reads); default: the scenes dataset under the
+    data root (scenes6), standing in for Terrassa Buildings 900."""
     content_dir: str | None = None
     """Photos the style network trains on; default: the building dataset's training photos."""
     styles: list[str] = field(default_factory=list)
-    """Paintings; default: <data root>/images/styles/starry_night.jpg. The first trains the style network."""
+    """Paintings; default: starry_night.jpg of the data root (images/styles). The first trains the style
+    network."""
     full: bool = False
+    """The course's own epochs instead of a budget (a GPU job)."""
     data_root: str | None = None
+    """Data folder (default: $CNNLAB_DATA, else ~/.cache/cnnlab)."""
     limit_train: int | None = None
     """CIFAR-10 runs train on the first N images (quick looks and tests)."""
     style_size: int = 256
+    """Style images' side in pixels."""
+
+    def check(self) -> None:
+        """Run by the loader after every load (the budget is checked against the plan by build())."""
+        if self.limit_train is not None and self.limit_train < 1 or self.style_size < 16:
+            raise UserError(f"--limit-train must be 1 or more and --style-size 16 or more, got {self.limit_train} "
+                            f"and {self.style_size}")
 
 
 @dataclass

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ..config import one_of
 from ..errors import UserError
 from . import losses
 from .lossnet import LossNetwork
@@ -28,28 +29,40 @@ from .lossnet import LossNetwork
 
 @dataclass
 class OptimizeSettings:
-    """Everything that defines one optimization-based stylization (recorded in its summary.json)."""
+    """Everything that defines one optimization-based stylization (recorded in its summary.json).
+
+    Loaded like every settings object (config.load_settings: YAML, KEY=VALUE, typed, checked); the docstring
+    under each field is also its `cnnlab stylize optimize` flag's help."""
 
     size: int = 256
     """The output's longest side in pixels (the content photo is resized to it)."""
     iterations: int = 300
-    optimizer: str = "lbfgs"
-    """lbfgs | adam"""
+    """Loss evaluations (one L-BFGS evaluation or one Adam step each)."""
+    optimizer: str = one_of("lbfgs", "adam")
+    """lbfgs (the paper's, fastest to a good image) | adam."""
     lr: float = 0.02
     """Adam's step size in pixel units (L-BFGS uses its line-free default step of 1)."""
     content_weight: float = 1.0
+    """Content loss weight."""
     style_weight: float = 10.0
+    """Style loss weight."""
     tv_weight: float = 10.0
-    """Total variation is a mean of squared pixel differences (about 0.003 for a photo, 0.03 for a noisy
-    stylization), so its weight is larger than the relative terms' to matter."""
-    init: str = "content"
-    """content | noise: the image the optimization starts from."""
+    """Total-variation weight. Total variation is a mean of squared pixel differences (about 0.003 for a photo,
+    0.03 for a noisy stylization), so its weight is larger than the relative terms' to matter."""
+    init: str = one_of("content", "noise")
+    """The image the optimization starts from."""
     style_mix: list[float] = field(default_factory=lambda: [1.0])
     """One weight per style image (several --style images: the mix of their Gram matrices)."""
     preserve_colors: bool = False
+    """Keep the photo's colours: luminance-only transfer."""
     snapshot_every: int = 0
-    """Keep the image every K iterations for the evolution strip (0: no snapshots)."""
+    """Keep the image every K iterations for the evolution strip, evolution.png (0: no snapshots)."""
     seed: int = 0
+    """Seed of the noise start."""
+
+    def check(self) -> None:
+        """Run by the loader after every load (and by optimize() before anything is computed)."""
+        check_settings(self)
 
 
 def resize_longest(image: torch.Tensor, size: int) -> torch.Tensor:

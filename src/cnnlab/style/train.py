@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .. import runs
-from ..config import OptimConfig, ScheduleConfig
+from ..config import OptimConfig, ScheduleConfig, one_of
 from ..data.images import IMAGE_SUFFIXES, images_under, read_image
 from ..engine import Callback, Trainer
 from ..engine.callbacks import ProgressBar
@@ -39,39 +39,60 @@ WEIGHTS_KIND = "style_network"  # the weights file's metadata (unchanged, so old
 
 @dataclass
 class StyleTrainSettings:
-    """Everything that defines one style network's training (saved as style.json in the run directory)."""
+    """Everything that defines one style network's training (saved as style.json in the run directory).
+
+    Loaded like every settings object (config.load_settings: YAML, KEY=VALUE, typed, checked); the docstring
+    under each field is also its `cnnlab stylize train` flag's help."""
 
     style: str = ""
+    """The painting whose style the network learns (required unless resuming)."""
     content_dir: str = ""
+    """Photos to train on (any depth), e.g. a dataset folder."""
     image_size: int = 256
     """Side of the square crops of the content photos the network trains on."""
     style_size: int = 256
     """Longest side the painting is resized to for its Gram matrices (its brush strokes' scale)."""
     batch_size: int = 4
+    """Photos per training step."""
     epochs: float = 2.0
+    """Passes over the photos."""
     iterations: int = 0
     """When set, train this many steps instead of `epochs`."""
     minutes: float = 0.0
     """When set, stop after this many minutes of training (the epoch under way is cut short; its preview,
     checkpoint and metrics are written as at any epoch's end), so a run fits a time budget."""
     lr: float = 1e-3
+    """Adam's learning rate."""
     content_weight: float = 3.0
-    """Higher than optimize's 1: a network trained for minutes, not hours, otherwise loses the photo's subject
-    under the painting (by eye: benchmarks/results/style-network-*-avx2-no-bf16.jpg, content weight 1 vs 3)."""
+    """Content loss weight. Higher than optimize's 1: with 1, a network trained for minutes, not hours, loses the
+    photo's subject under the painting (content weight 1 vs 3 by eye: benchmarks/results/style-network-cw3-*.md)."""
     style_weight: float = 10.0
+    """Style loss weight."""
     tv_weight: float = 10.0
+    """Total-variation weight (smoothness of the output)."""
     width: int = 32
+    """Channels of the network's first layer (32, as the paper)."""
     residual_blocks: int = 5
+    """Residual blocks of the network (5, as the paper)."""
     loss_net: str = ""
-    """Default: vgg19 where its weights are available, else efficientnet_lite0 (see lossnet.py)."""
+    """vgg19 | vgg16 | efficientnet_lite0; default: vgg19 where its weights are available, else efficientnet_lite0
+    (see lossnet.py)."""
     loss_net_weights: str | None = None
+    """The loss network's weights from a local file (default: its pretrained ones)."""
     preview_every: int = 0
     """Also write a preview every N steps (0: after every epoch only)."""
     preview_images: int = 4
+    """Fixed photos stylized in each preview."""
     limit_images: int = 0
     """Train on the first N photos only (0: all)."""
     seed: int = 0
-    precision: str = "auto"
+    """Seed of the network's initial weights and of the photos' order."""
+    precision: str = one_of("auto", "fp32", "bf16")
+    """auto: bf16 where the hardware computes it natively, else fp32 (engine/device.py)."""
+
+    def check(self) -> None:
+        """Run by the loader after every load (and by train() before anything is computed)."""
+        _check(self)
 
 
 def content_files(folder: str | Path) -> list[Path]:

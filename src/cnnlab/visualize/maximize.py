@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import one_of
 from .subject import Subject
 
 # Square root of ImageNet's colour covariance (Lucid); columns normalized to the largest norm.
@@ -30,27 +31,54 @@ COLOR_DECORRELATION = _COLOR_SQRT / _COLOR_SQRT.norm(dim=0).max()
 
 @dataclass
 class MaximizeSettings:
+    """How an activation maximization runs (filters, classes). Loaded like every settings object
+    (config.load_settings); the docstring under a field is also its `cnnlab visualize` flag's help."""
+
     steps: int = 256
+    """Optimization steps per octave."""
     lr: float = 0.05
+    """Adam's step size."""
     image_size: int | None = None
     """Side of the synthesized images; None = the model's input size (32 for CIFAR, 224 for ImageNet)."""
-    param: str = "fourier"
-    """fourier | pixel."""
+    param: str = one_of("fourier", "pixel")
+    """The image's parametrization: fourier (a decorrelated 1/f spectrum: patterns) or pixel (plain pixels)."""
     decorrelate: bool = True
+    """Decorrelate colours with ImageNet's colour covariance."""
     jitter: float = 1 / 16
     """Random translation, as a fraction of the side."""
     scale: tuple[float, float] = (0.9, 1.1)
+    """Range of the random scaling."""
     rotate: float = 10.0
     """Random rotation range, degrees (+/-)."""
     tv_weight: float = 0.05
+    """Total-variation weight."""
     l2_weight: float = 0.01
+    """L2 weight."""
     octaves: int = 1
+    """Optimize a small image first, then upscale and continue, this many times in all."""
     octave_scale: float = 1.4
+    """Side ratio from one octave to the next."""
     seed: int = 0
+    """Seed of the starting images and the random transformations."""
     batch_size: int = 64
-    init: str = "noise"
+    """Targets optimized at once."""
+    init: str = one_of("noise", "grey")
     """Starting image: 'noise' (uniform random pixels) or 'grey' (Lucid's near-grey start)."""
     init_std: float = 0.01
+    """Spread of the parametrization's random start."""
+
+    def check(self) -> None:
+        """Run by the loader after every load: values the optimization cannot use."""
+        from ..errors import UserError
+
+        if self.steps < 0 or self.octaves < 1 or self.batch_size < 1 or self.octave_scale <= 0:
+            raise UserError(f"--steps must be 0 or more, --octaves and batch_size 1 or more and octave_scale more "
+                            f"than 0, got {self.steps}, {self.octaves}, {self.batch_size} and {self.octave_scale}")
+        if not self.lr > 0 or self.tv_weight < 0 or self.l2_weight < 0 or self.init_std < 0:
+            raise UserError(f"--lr must be more than 0 and --tv, --l2, init_std 0 or more, got {self.lr}, "
+                            f"{self.tv_weight}, {self.l2_weight} and {self.init_std}")
+        if self.image_size is not None and self.image_size < 8:
+            raise UserError(f"--size must be 8 pixels or more, got {self.image_size}")
 
 
 @dataclass

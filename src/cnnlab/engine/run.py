@@ -169,7 +169,7 @@ class RunSession:
             kept = (f"kept the last good checkpoint {self.run / runs.CHECKPOINT} (epoch {trainer.state.epoch}); "
                     f"resume after a fix with: {self.resume_command}"
                     if self.run.exists(runs.CHECKPOINT) else "no epoch finished, so no checkpoint was written")
-            raise TrainingDiverged(f"{exc}; stopped and {kept}; lower the learning rate or check the data") from None
+            raise TrainingDiverged(f"{exc}; stopped and {kept}; lower optim.lr (--lr) or check the data") from None
 
     # ------------------------------------------------------------------------------------------- close
 

@@ -260,11 +260,14 @@ class Trainer:
             bar = progress_factory(epoch, len(layout.epoch_steps), steps) if progress_factory else None
             if self.pacer is not None:
                 self.pacer.segment_begins()
+            began = self.state.steps
             try:
                 stats = self.train_epoch(itertools.islice(source[1], steps), steps, bar.update if bar else None)
             finally:
                 if bar:
                     bar.close()
+            if self.state.steps - began < steps and not self.stop_requested and self.state.steps < layout.total_steps:
+                self.state.steps = layout.epoch_start(epoch) + layout.epoch_steps[epoch]  # its batches ran out
             for cb in self.callbacks:
                 cb.on_train_epoch_end(self)
             self.state.train_seconds += stats["seconds"]

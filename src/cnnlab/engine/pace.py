@@ -34,7 +34,7 @@ from .layout import Layout
 
 CHECK_SHARE = 0.03   # re-plan every 3 % of the planned steps
 WINDOW = 3           # ... at the pace of the last 3 intervals between checks (about 9 % of the steps)
-MIN_CHANGE = 0.01    # ... when the remaining steps change by more than 1 % (and more than one step)
+MIN_CHANGE = 0.02    # ... when the remaining steps change by more than 2 % (and more than one step)
 
 
 def clock() -> float:

@@ -173,12 +173,11 @@ class StepClock(Callback):
         self.now += self.seconds * (self.slow if trainer.state.steps > self.slow_from else 1.0)
 
 
-class InterruptAtRow(Callback):
-    def __init__(self, row):
-        self.row = row
+class InterruptInsideEpoch(Callback):
+    """Ctrl-C after the first row inside an epoch that comes after a re-plan."""
 
     def on_epoch_end(self, trainer, row):
-        if len(trainer.state.history) == self.row:
+        if trainer.pacer.decisions and row["epoch"] != int(row["epoch"]):
             raise KeyboardInterrupt
 
 
@@ -193,9 +192,12 @@ def cnn_tiny(root, out, **extra):
 
 
 def with_test_clock(monkeypatch, clock):
-    """The test clock, a calibration of 1 s a step, and rows that cost nothing (by either clock)."""
+    """The test clock, a calibration of 1 s a step, rows that cost nothing (by either clock), and fixed
+    estimates of the end's files and exit: a plan that depends on nothing real."""
     monkeypatch.setattr(pace, "clock", clock)
     monkeypatch.setattr(budget, "ROW_OVERHEAD_SECONDS", 0.0)
+    monkeypatch.setattr(budget, "final_write_seconds", lambda curves_seconds: 1.0)
+    monkeypatch.setattr(budget, "exit_seconds", lambda: 0.5)
     monkeypatch.setattr(budget, "calibrate", lambda *a, **k: {
         "step_seconds": 1.0, "low_res_step_seconds": None, "eval_seconds_per_image": 0.0,
         "calibration_seconds": 0.0, "step_seconds_spread": 0.0, "calibration_steps": 6})
@@ -251,7 +253,7 @@ def test_a_resumed_budget_run_replays_the_decisions_bit_for_bit(fake_cifar_root,
     with_test_clock(monkeypatch, clock)
     cfg = cnn_tiny(fake_cifar_root, tmp_path / "cut")
     with pytest.raises(Exception):  # Interrupted, after a row inside an epoch and the first re-plans
-        train(cfg, callbacks=[clock, InterruptAtRow(6)], started=0.0)
+        train(cfg, callbacks=[clock, InterruptInsideEpoch()], started=0.0)
     saved = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
     assert saved["pace"]["decisions"] and saved["fit"]["steps"] % 8  # stopped inside an epoch
     resumed = train(cnn_tiny(fake_cifar_root, tmp_path / "cut"), resume=tmp_path / "cut", callbacks=[clock],

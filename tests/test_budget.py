@@ -1,4 +1,5 @@
-"""Training that fits a time budget: the planner, the stretched recipe, and whole budget runs."""
+"""Training that fits a time budget: the planner, the stretched recipe, the layout of rows, re-planning while
+training (with a test clock, so that decisions are reproducible), and whole budget runs."""
 
 import json
 import math
@@ -10,10 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cnnlab import config, train
+from cnnlab import config, runs, train
 from cnnlab.config import ScheduleConfig
 from cnnlab.data.loader import TensorBatches, steps_per_epoch
-from cnnlab.engine import budget
+from cnnlab.engine import Callback, budget, pace
+from cnnlab.engine.layout import Layout
 from cnnlab.engine.optim import LrSchedule
 from cnnlab.errors import UserError
 from conftest import real_data_root
@@ -37,20 +39,64 @@ def test_stretch_scales_every_epoch_counted_setting():
     assert out.optim == cfg.optim and out.train.batch_size == cfg.train.batch_size
 
 
-@pytest.mark.parametrize("available,validation,every_epoch", [(100.0, 0.0, True), (100.0, 3.0, True),
-                                                              (100.0, 3.0, False), (37.5, 0.5, True)])
-def test_planned_steps_fill_the_time_and_no_more(available, validation, every_epoch):
-    n, full, low, share = 20, 0.5, 0.2, 0.3
+@pytest.mark.parametrize("available,points,inner,closing", [(100.0, 1, 0.0, 0.0), (100.0, 1, 0.0, 3.0),
+                                                              (100.0, 4, 0.5, 3.0), (37.5, 3, 0.2, 0.5)])
+def test_planned_steps_fill_the_time_and_no_more(available, points, inner, closing):
+    n, per_step = 20, 0.41
 
     def cost(steps):
-        epochs = max(1, math.ceil(steps / n))
-        validations = (epochs if every_epoch else 1) if validation else 0
-        per_step = share * low + (1 - share) * full
-        return steps * per_step + validations * validation + epochs * budget.EPOCH_OVERHEAD_SECONDS
+        rows_inner, rows_closing = Layout.budget(n, steps, points).rows_after(0)
+        return steps * per_step + rows_inner * inner + rows_closing * closing
 
-    steps, validations = budget.plan_steps(available, n, full, low, share, validation, every_epoch)
-    assert steps > 0 and cost(steps) <= available < cost(steps + 1) + validation + budget.EPOCH_OVERHEAD_SECONDS
-    assert validations == ((math.ceil(steps / n) if every_epoch else 1) if validation else 0)
+    steps = budget.plan_steps(available, n, points, per_step, budget.RowCosts(inner, closing))
+    assert steps > 0 and cost(steps) <= available < cost(steps + 1)
+
+
+def test_a_layout_cuts_epochs_into_rows_and_labels_them_by_epochs_trained():
+    plain = Layout.of([10, 10, 4])
+    assert [plain.segment(d).end for d in (0, 10, 20)] == [10, 10, 4]
+    assert [plain.label(e, s) for e, s in ((0, 10), (2, 4))] == [1, 3]  # a plain run's partial epoch: its number
+    assert plain.segment(24) is None and plain.rows_after(0) == (0, 3)
+    layout = Layout.budget(10, 24, 4)
+    assert layout.epoch_steps == [10, 10, 4] and layout.cuts(0) == [2, 5, 8, 10] and layout.cuts(2) == [2, 4]
+    segment = layout.segment(12)
+    assert (segment.epoch, segment.start, segment.end, segment.closes_epoch) == (1, 2, 5, False)
+    assert segment.label == 1.5 and layout.label(2, 4) == 2.4 and layout.label(0, 10) == 1
+    assert layout.rows_after(0) == (7, 3) and layout.rows_after(20) == (1, 1)
+    layout.resize(31)
+    assert layout.epoch_steps == [10, 10, 10, 1] and layout.total_steps == 31
+    for epochs in (0.3, 1.7, 2.5, 7.9, 9.99):  # about TARGET_ROWS rows, never fewer than 8
+        steps = round(epochs * 88)
+        layout = Layout.budget(88, steps, budget.points_per_epoch(epochs, 88))
+        assert 8 <= sum(layout.rows_after(0)) <= 2 * budget.TARGET_ROWS
+    assert budget.points_per_epoch(12, 88) == 1
+
+
+def test_a_replanned_schedule_is_continuous_and_reaches_its_final_value_at_the_new_last_step():
+    def schedule(name, total, **kw):
+        cfg = ScheduleConfig(name=name, warmup_epochs=0.5, start_factor=0.1, final_factor=0.05, **kw)
+        return LrSchedule(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), cfg, steps_per_epoch=10,
+                          total_steps=total)
+
+    for name in ("linear", "cosine", "onecycle", "constant", "plateau"):
+        s = schedule(name, 100)
+        s.anneal_to_end("linear")  # constant and plateau only; the others keep their own end
+        assert s.factor(99) == pytest.approx(0.05)
+        for at, total in ((40, 70), (60, 130)):  # shrink, then stretch
+            before = s.factor(at)
+            s.replan(at, total)
+            assert s.factor(at) == pytest.approx(before)  # no jump where it changes
+            assert s.factor(total - 1) == pytest.approx(0.05) and s.factor(total - 2) > 0.05
+        restored = schedule(name, 100)
+        restored.anneal_to_end("linear")
+        restored.load_state_dict(s.state_dict())
+        assert [restored.factor(k) for k in range(0, 130, 7)] == [s.factor(k) for k in range(0, 130, 7)]
+    kept = schedule("constant", 100)
+    kept.anneal_to_end(None)  # train.budget_schedule: recipe
+    assert kept.factor(99) == 1.0
+    step = schedule("step", 100, step_epochs=3, gamma=0.5)
+    step.anneal_to_end("linear")  # decays by epochs already: kept
+    assert step.factor(99) == 0.5 ** 3
 
 
 def test_stretched_schedule_ends_at_the_last_planned_step_with_fractional_epochs():
@@ -93,13 +139,15 @@ def fast_tiny(root, out, **extra):
         "train.progress": False, "out": str(out), **extra})
 
 
-def test_a_budget_run_is_the_plain_run_of_its_planned_length(fake_cifar_root, tmp_path):
-    """The planner only chooses a length: the run then equals, bit for bit, a plain run of that length with
-    the recipe stretched the same way (warm-up, low-resolution epochs, whitening bias, last fraction)."""
+def test_a_budget_run_is_the_plain_run_of_its_planned_length(fake_cifar_root, tmp_path, monkeypatch):
+    """The planner chooses a length: without re-planning the run then equals, bit for bit, a plain run of that
+    length with the recipe stretched the same way (warm-up, low-resolution epochs, whitening bias, last
+    fraction), its rows inside epochs notwithstanding."""
+    monkeypatch.setattr(pace, "CHECK_SHARE", 1e9)  # no re-planning
     budgeted = train(fast_tiny(fake_cifar_root, tmp_path / "budget", **{"train.budget_minutes": 0.4,
                                                                          "schedule.warmup_epochs": 0.6}))
     plan = budgeted.summary["budget"]
-    assert plan["total_steps"] >= 1 and budgeted.summary["steps"] == plan["total_steps"]
+    assert plan["total_steps"] >= 1 and budgeted.summary["steps"] == plan["total_steps"] and plan["replans"] == []
     assert budgeted.summary["stop_reason"] == "" and budgeted.summary["budget_minutes"] == 0.4
     assert budgeted.summary["actual_seconds"] > 0 and budgeted.summary["planned_seconds"] <= 0.4 * 60
     f = plan["stretch"]
@@ -109,6 +157,113 @@ def test_a_budget_run_is_the_plain_run_of_its_planned_length(fake_cifar_root, tm
     a, b = load_file(tmp_path / "budget" / "best.safetensors"), load_file(tmp_path / "plain" / "best.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert plain.summary["test_accuracy"] == budgeted.summary["test_accuracy"]
+
+
+class StepClock(Callback):
+    """The budget's clock for a test: time passes only in training steps, `seconds` a step, `slow` from
+    step `slow_from` on (a machine that slows down). Decisions then depend on nothing real."""
+
+    def __init__(self, seconds=1.0, slow=1.0, slow_from=10 ** 9):
+        self.now, self.seconds, self.slow, self.slow_from = 0.0, seconds, slow, slow_from
+
+    def __call__(self):
+        return self.now
+
+    def on_step_end(self, trainer):
+        self.now += self.seconds * (self.slow if trainer.state.steps > self.slow_from else 1.0)
+
+
+class InterruptInsideEpoch(Callback):
+    """Ctrl-C after the first row inside an epoch that comes after a re-plan."""
+
+    def on_epoch_end(self, trainer, row):
+        if trainer.pacer.decisions and row["epoch"] != int(row["epoch"]):
+            raise KeyboardInterrupt
+
+
+def cnn_tiny(root, out, **extra):
+    """A cnn4 run on the fake data (8 steps an epoch) with the course's constant lr, 1 s a step by the test clock."""
+    return config.resolve(None, {
+        "data.root": str(root), "data.download": False, "data.val_size": 100, "model.name": "cnn4",
+        "model.widths": [8, 16], "model.fc_width": 32, "model.batchnorm": True, "model.dropout": [0.1, 0.1, 0.2],
+        "data.augment.translate": 2, "data.augment.flip": True, "optim.name": "rmsprop", "optim.lr": 0.002,
+        "train.batch_size": 50, "train.eval_batch_size": 100, "train.progress": False, "train.epochs": 350,
+        "train.budget_minutes": 0.5, "out": str(out), **extra})
+
+
+def with_test_clock(monkeypatch, clock):
+    """The test clock, a calibration of 1 s a step, rows that cost nothing (by either clock), and fixed
+    estimates of the end's files and exit: a plan that depends on nothing real."""
+    monkeypatch.setattr(pace, "clock", clock)
+    monkeypatch.setattr(budget, "ROW_OVERHEAD_SECONDS", 0.0)
+    monkeypatch.setattr(budget, "final_write_seconds", lambda curves_seconds: 1.0)
+    monkeypatch.setattr(budget, "exit_seconds", lambda: 0.5)
+    monkeypatch.setattr(budget, "calibrate", lambda *a, **k: {
+        "step_seconds": 1.0, "low_res_step_seconds": None, "eval_seconds_per_image": 0.0,
+        "calibration_seconds": 0.0, "step_seconds_spread": 0.0, "calibration_steps": 6})
+
+
+def test_few_epochs_give_at_least_8_validation_rows_and_the_lr_anneals_to_its_end(fake_cifar_root, tmp_path,
+                                                                                  monkeypatch):
+    clock = StepClock()
+    with_test_clock(monkeypatch, clock)
+    result = train(cnn_tiny(fake_cifar_root, tmp_path / "run"), callbacks=[clock], started=0.0)
+    plan = result.summary["budget"]
+    assert plan["epochs"] < 8 and plan["points_per_epoch"] > 1 and plan["anneal"] == budget.ANNEAL_FORM
+    history = runs.RunDir(tmp_path / "run").read_metrics()
+    validated = [r for r in history if r["val_accuracy"] == r["val_accuracy"]]
+    assert len(validated) >= 8 and len(validated) == len(history)
+    epochs = [r["epoch"] for r in history]
+    assert epochs == sorted(epochs) and epochs[-1] == pytest.approx(result.summary["steps"] / 8)
+    assert history[-1]["lr"] == 0.0 and history[0]["lr"] > 0  # annealed to final_factor 0 by the last step
+    assert isinstance(result.summary["best_epoch"], int) and 1 <= result.summary["best_epoch"] <= 4  # an epoch end
+    clock = StepClock()
+    with_test_clock(monkeypatch, clock)
+    recipe = train(cnn_tiny(fake_cifar_root, tmp_path / "recipe", **{"train.budget_schedule": "recipe"}),
+                   callbacks=[clock], started=0.0)
+    assert recipe.summary["budget"]["anneal"] is None
+    assert {r["lr"] for r in runs.RunDir(tmp_path / "recipe").read_metrics()} == {0.002}
+
+
+def test_replanning_shrinks_the_remaining_steps_when_steps_get_slower(fake_cifar_root, tmp_path, monkeypatch):
+    steady = StepClock()
+    with_test_clock(monkeypatch, steady)
+    planned = train(cnn_tiny(fake_cifar_root, tmp_path / "steady"), callbacks=[steady], started=0.0).summary
+    assert planned["budget"]["replans"] == [] and planned["steps"] == planned["budget"]["total_steps"]
+    slow = StepClock(slow=2.0, slow_from=6)  # from step 6 on, steps take twice as long as calibrated
+    with_test_clock(monkeypatch, slow)
+    result = train(cnn_tiny(fake_cifar_root, tmp_path / "slow"), callbacks=[slow], started=0.0).summary
+    replans = result["budget"]["replans"]
+    assert replans and all(b[1] < a[1] for a, b in zip([[0, planned["steps"]]] + replans, replans))
+    assert result["steps"] == replans[-1][1] < 0.75 * planned["steps"] and result["stop_reason"] == ""
+    assert slow.now <= result["budget"]["train_end_seconds"]  # training ended in time, by the clock it followed
+    assert runs.RunDir(tmp_path / "slow").read_metrics()[-1]["lr"] == 0.0  # still annealed to its end
+    fast = StepClock(slow=0.5, slow_from=6)  # a machine faster than calibrated: the run grows
+    with_test_clock(monkeypatch, fast)
+    result = train(cnn_tiny(fake_cifar_root, tmp_path / "fast"), callbacks=[fast], started=0.0).summary
+    assert result["steps"] > 1.5 * planned["steps"] and result["budget"]["replans"][-1][1] == result["steps"]
+
+
+def test_a_resumed_budget_run_replays_the_decisions_bit_for_bit(fake_cifar_root, tmp_path, monkeypatch):
+    clock = StepClock(slow=1.6, slow_from=5)
+    with_test_clock(monkeypatch, clock)
+    whole = train(cnn_tiny(fake_cifar_root, tmp_path / "whole"), callbacks=[clock], started=0.0).summary
+    assert len(whole["budget"]["replans"]) >= 2
+    clock = StepClock(slow=1.6, slow_from=5)
+    with_test_clock(monkeypatch, clock)
+    cfg = cnn_tiny(fake_cifar_root, tmp_path / "cut")
+    with pytest.raises(Exception):  # Interrupted, after a row inside an epoch and the first re-plans
+        train(cfg, callbacks=[clock, InterruptInsideEpoch()], started=0.0)
+    saved = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
+    assert saved["pace"]["decisions"] and saved["fit"]["steps"] % 8  # stopped inside an epoch
+    resumed = train(cnn_tiny(fake_cifar_root, tmp_path / "cut"), resume=tmp_path / "cut", callbacks=[clock],
+                    started=0.0).summary
+    assert resumed["budget"]["replans"] == whole["budget"]["replans"] and resumed["steps"] == whole["steps"]
+    a, b = load_file(tmp_path / "whole" / "best.safetensors"), load_file(tmp_path / "cut" / "best.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    drop = {"epoch_seconds", "images_per_second"}
+    assert [{k: v for k, v in r.items() if k not in drop} for r in runs.RunDir(tmp_path / "cut").read_metrics()] \
+        == [{k: v for k, v in r.items() if k not in drop} for r in runs.RunDir(tmp_path / "whole").read_metrics()]
 
 
 def test_budget_run_on_real_cifar_ends_within_its_budget(tmp_path):
@@ -124,7 +279,8 @@ def test_budget_run_on_real_cifar_ends_within_its_budget(tmp_path):
     assert s["budget_minutes"] == minutes and 0.3 < s["test_accuracy"] <= 1
     assert s["stop_reason"] == ""  # the plan held: no emergency stop
     assert s["actual_seconds"] <= minutes * 60  # the whole run, final evaluation and files included
-    assert s["steps"] == s["budget"]["total_steps"] > 10
+    final = s["budget"]["replans"][-1][1] if s["budget"]["replans"] else s["budget"]["total_steps"]
+    assert s["steps"] == final > 10
 
 
 def test_bad_budgets_are_one_line_errors(tmp_path, fake_cifar_root):
@@ -134,6 +290,9 @@ def test_bad_budgets_are_one_line_errors(tmp_path, fake_cifar_root):
     proc = cnnlab("train", "--minutes", "0.01", "--data-root", fake_cifar_root, "data.download=false",
                   "--val-size", "0", "--out", tmp_path / "r2")
     assert_one_line_error(proc, "--minutes 0.01 is too small for one training step", "give at least --minutes")
+    proc = cnnlab("train", "--minutes", "1", "--data-root", fake_cifar_root, "data.download=false",
+                  "--val-size", "100", "train.budget_schedule=cosine", "--out", tmp_path / "r3")
+    assert_one_line_error(proc, "train.budget_schedule", "anneal, recipe")
 
 
 def test_the_budget_of_a_command_counts_from_its_process_start():

@@ -87,7 +87,10 @@ def test_resume_equals_uninterrupted_run(scenario, tiny_overrides, tmp_path):
     assert resumed.summary["steps"] == full.summary["steps"] and resumed.summary["resumed"] is True
 
 
-def test_resume_of_a_budget_run_keeps_its_plan(fake_cifar_root, tmp_path):
+def test_resume_of_a_budget_run_keeps_its_plan(fake_cifar_root, tmp_path, monkeypatch):
+    from cnnlab.engine import pace
+
+    monkeypatch.setattr(pace, "CHECK_SHARE", 1e9)  # no re-planning (tests/test_budget.py replays re-plans)
     base = {"data.root": str(fake_cifar_root), "data.download": False, "model.widths": [8, 16, 16],
             "train.batch_size": 50, "train.progress": False, "train.budget_minutes": 0.25}
     cfg = config.resolve(CONFIGS / "fast89.yaml", {**base, "out": str(tmp_path / "cut")})
@@ -97,7 +100,7 @@ def test_resume_of_a_budget_run_keeps_its_plan(fake_cifar_root, tmp_path):
     assert plan["epochs"] > 1
     resumed = train(config.resolve(CONFIGS / "fast89.yaml", {**base, "out": str(tmp_path / "cut")}),
                     resume=tmp_path / "cut")
-    assert resumed.summary["budget"] == plan and resumed.summary["steps"] == plan["total_steps"]
+    assert {k: resumed.summary["budget"][k] for k in plan} == plan and resumed.summary["steps"] == plan["total_steps"]
     f = plan["stretch"]
     plain = {k: v for k, v in base.items() if k != "train.budget_minutes"}
     train(config.resolve(CONFIGS / "fast89.yaml", {**plain, "out": str(tmp_path / "plain"),

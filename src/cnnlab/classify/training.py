@@ -7,6 +7,7 @@ with the one Trainer, and tests the kept weights once, at the end.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,8 +22,10 @@ from .. import data as data_mod
 from .. import models, runs, transfer
 from ..config import Config
 from ..data.loader import steps_per_epoch
-from ..engine import Callback, Trainer, budget, distributed
+from ..engine import Callback, Trainer, budget, distributed, pace
 from ..engine.averaging import Lookahead
+from ..engine.layout import Layout
+from ..engine.pace import Pacer
 from ..engine.callbacks import ProgressBar
 from ..engine.device import Execution
 from ..engine.run import Interrupted, RunSession, default_out
@@ -50,17 +53,34 @@ def plan_budget(cfg: Config, data: data_mod.ClassificationData, device: torch.de
         return build_trainer(cfg, model, train_batches, execution, device, total_steps=10 ** 6)
 
     eval_images = train_batches.normalize(train_batches.images[: cfg.train.eval_batch_size])
-    timing = budget.calibrate(make_trainer, train_batches, eval_images, cfg.train.tta, device)
+    timing = budget.calibrate(make_trainer, train_batches, eval_images, cfg.train.tta, device,
+                              cfg.train.budget_minutes * 60)
     # Every rank plans with the slowest rank's timings, so all agree on the number of steps.
-    keys = ["step_seconds", "low_res_step_seconds", "eval_seconds_per_image", "calibration_seconds"]
+    keys = ["step_seconds", "low_res_step_seconds", "eval_seconds_per_image", "calibration_seconds",
+            "step_seconds_spread", "calibration_steps"]
     values = distributed.all_reduce_max([timing[k] or 0.0 for k in keys], device)
     timing = {k: (v if timing[k] is not None else None) for k, v in zip(keys, values)}
-    return budget.make_plan(cfg, elapsed_seconds=time.perf_counter() - wall_start,
+    return budget.make_plan(cfg, write_seconds=budget.final_write_seconds(_curves_seconds()),
+                            exit_estimate=budget.exit_seconds(), elapsed_seconds=pace.clock() - wall_start,
                             calibration_seconds=timing["calibration_seconds"], steps_per_epoch=len(train_batches),
                             step_seconds=timing["step_seconds"], low_res_step_seconds=timing["low_res_step_seconds"],
                             eval_seconds_per_image=timing["eval_seconds_per_image"],
                             val_images=len(data.val_labels),
-                            test_images=len(data.test_labels) if cfg.train.final_test else 0)
+                            test_images=len(data.test_labels) if cfg.train.final_test else 0,
+                            step_seconds_spread=timing["step_seconds_spread"],
+                            calibration_steps=int(timing["calibration_steps"]))
+
+
+def _curves_seconds() -> float:
+    """Seconds to draw a learning-curve figure on this machine (the budget's estimate of the end's files)."""
+    import tempfile
+
+    history = [{"epoch": e, "train_loss": 1.0, "train_accuracy": 0.5, "val_loss": 1.0, "val_accuracy": 0.5}
+               for e in range(1, 11)]
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        plots.curves(history, Path(folder) / "curves.png", title="calibration")
+        return time.perf_counter() - start
 
 
 def _open(cfg: Config, resume: str | Path | None, started: float | None) -> tuple[RunSession, Config]:
@@ -133,7 +153,10 @@ def train(cfg: Config, *, resume: str | Path | None = None, callbacks: Sequence[
                             max_train_seconds=t.max_train_minutes * 60 if t.max_train_minutes else None,
                             deadline=session.wall_start + plan.deadline_seconds if plan and checkpoint is None
                             else None, train_module=train_module,
-                            rewrap=wrap_for_training if distributed.is_active() else None)
+                            rewrap=wrap_for_training if distributed.is_active() else None,
+                            **_budget_parts(plan, train_batches, val_batches))
+    if plan:
+        _pace(trainer, plan, train_batches, session)
     session.restore(trainer, checkpoint)
     if distributed.is_main():
         epochs = len(epoch_steps) if len(epoch_steps) == t.epochs else f"{t.epochs:.3g}"
@@ -177,6 +200,7 @@ def _budget_plan(session: RunSession, cfg: Config, data: data_mod.Classification
     """The time budget's plan: the checkpoint's when resuming (a run keeps its plan), else a new one."""
     if not cfg.train.budget_minutes:
         return None
+    budget.check_schedule_choice(cfg)
     if checkpoint is not None and checkpoint.get("budget_plan"):
         plan = budget.BudgetPlan(**checkpoint["budget_plan"])
     else:
@@ -184,6 +208,28 @@ def _budget_plan(session: RunSession, cfg: Config, data: data_mod.Classification
     if distributed.is_main():
         print(plan.describe(), flush=True)
     return plan
+
+
+def _budget_parts(plan: budget.BudgetPlan | None, train_batches, val_batches) -> dict[str, Any]:
+    """The Trainer's layout of a budget run (rows per epoch) and the validation subset of the rows inside
+    epochs (the first N images of the validation split, which is stratified and seeded)."""
+    if not plan:
+        return {}
+    subset = None
+    if plan.val_subset:
+        subset = copy.copy(val_batches)
+        subset.images, subset.labels = val_batches.images[: plan.val_subset], val_batches.labels[: plan.val_subset]
+    return {"layout": Layout.budget(len(train_batches), plan.total_steps, plan.points_per_epoch),
+            "val_subset": subset}
+
+
+def _pace(trainer: Trainer, plan: budget.BudgetPlan, train_batches, session: RunSession) -> None:
+    """A budget run's lr curve (annealed where its plan says: train.budget_schedule) and its re-planner;
+    both follow the plan, so a resumed run (whose plan comes from its checkpoint) continues the same way."""
+    trainer.schedule.anneal_to_end(plan.anneal)
+    if plan.train_end_seconds > 0:  # a plan from before re-planning has none: it keeps its length
+        trainer.pacer = Pacer(plan, trainer.layout, trainer.schedule, start=session.wall_start,
+                              low_res_steps=train_batches.low_res_steps(), device=session.device)
 
 
 def _finish(session: RunSession, cfg: Config, run_cfg: Config, data: data_mod.ClassificationData, trainer: Trainer,
@@ -205,7 +251,8 @@ def _finish(session: RunSession, cfg: Config, run_cfg: Config, data: data_mod.Cl
         final_val_accuracy=state.history[-1]["val_accuracy"] if state.history else None,
         test_accuracy=evaluation["test_accuracy"], test_loss=evaluation["test_loss"], test_split=data.test_split,
         train_seconds=state.train_seconds, budget_minutes=cfg.train.budget_minutes,
-        budget=plan.record() if plan else None, planned_seconds=plan.planned_total_seconds if plan else None,
+        budget={**plan.record(), **(trainer.pacer.record() if trainer.pacer else {})} if plan else None,
+        planned_seconds=plan.planned_total_seconds if plan else None,
         seed=t.seed, train_images=len(data.train_labels), val_images=len(data.val_labels),
         test_images=len(data.test_labels), channels_last=execution.channels_last,
         precision_reason=execution.reason, cpu_capability=execution.cpu_capability,

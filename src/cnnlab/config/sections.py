@@ -185,6 +185,9 @@ class TrainConfig:
     this machine: a short calibration measures the step time, and the recipe (schedule, warm-up,
     low-resolution share, fractional last epoch) is stretched over the steps that end in time, so the model
     is properly annealed (engine/budget.py). train.epochs is then the recipe's length, not the run's."""
+    budget_schedule: str = one_of("anneal", "recipe")
+    """With budget_minutes: anneal (a constant or plateau schedule also decays to schedule.final_factor by
+    the last step) | recipe (keep the recipe's schedule as it is; a budget then only sets the length)."""
     max_train_minutes: float | None = None
     """A hard cap on training time: stop mid-schedule when reached (the model is not annealed). For a fixed
     time, prefer budget_minutes; this cap is for comparing recipes truncated at the same time."""

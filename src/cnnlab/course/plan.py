@@ -2,12 +2,17 @@
 its share of the time budget.
 
 Steps that train (CIFAR-10 runs, transfer, features, fine-tuning, the style network) get a budget through
-their own time-budget mode (`--minutes`), which covers their whole process; the others (visualizations, the
+their own time-budget mode (`--minutes`), which covers their whole process (the style network's caps its
+training: its setup and final files are taken off, `overhead_minutes`); the others (visualizations, the
 optimized images, applying the style network) have a fixed size and an estimate of their time. The budget,
-after a reserve for those and for starting processes and writing the report, goes first to each step's
+after the estimates of those, the report and a reserve (RESERVE of the minutes), goes first to each step's
 minimum, then by weight. Minimums grow with the data (images to decode, extract and fine-tune on); the
 estimates were measured on a 2-core AVX2 CPU, the slowest class cnnlab targets, so faster machines finish
 early rather than late.
+
+The runner shares the minutes again before every budgeted step (:func:`share`), from the minutes really left:
+what earlier steps left unused (a budget run ends at about 98 % of its minutes, a fixed step before its
+estimate) goes to every step still to come, the last ones included, and an overrun is taken from them.
 
 `--full` drops the budgets: every run gets the course's own epochs (350 for the CIFAR-10 CNNs: a GPU job).
 """
@@ -19,7 +24,7 @@ from pathlib import Path
 
 from ..errors import UserError
 
-SAFETY = 0.9            # of --minutes planned: process starts and machine noise use the rest
+RESERVE = 0.05          # of the minutes still to share, kept back: process starts, estimates that come out short
 REPORT_MINUTES = 0.3    # course.json and the --course report
 START_MINUTES = 0.1     # a fixed step's process start (imports); budgeted steps count theirs in their budget
 CONTENT_WEIGHTS = "15,100"  # the course's content-weight study
@@ -71,6 +76,7 @@ class Step:
     weight: float = 0.0       # share of the budget (0: a fixed step)
     min_minutes: float = 0.0  # budgeted steps: the least that fits; fixed steps: the estimate
     minutes: float = 0.0      # assigned
+    overhead_minutes: float = 0.0  # of `minutes`, what its process spends outside the --minutes it is given
     config_yaml: str = ""     # task-1 runs: their config, written by the runner next to the plan
     copies: list[tuple[str, str]] = field(default_factory=list)  # (source, destination) the runner copies first
 
@@ -79,7 +85,8 @@ class Step:
         return self.weight > 0
 
     def command(self) -> list[str]:
-        return [a.replace("{minutes}", f"{self.minutes:.2f}") for a in self.argv]
+        given = max(0.05, self.minutes - self.overhead_minutes)
+        return [a.replace("{minutes}", f"{given:.2f}") for a in self.argv]
 
 
 def _data_root(settings: CourseSettings) -> Path:
@@ -213,7 +220,9 @@ def build(settings: CourseSettings) -> tuple[list[Step], dict[str, object]]:
                        "--cache-dir", str(out / "cache"), "--out", network,
                        *([] if settings.full else ["--minutes", "{minutes}"])],
                       ["stylize", "train", "--resume", network, "--cache-dir", str(out / "cache"), "--no-progress"],
-                      weight=8, min_minutes=0.6))
+                      # its --minutes caps training: the loss network, the photos and the final files come on
+                      # top (0.3 minutes on a 2-core AVX2 CPU: a 30-minute cap took 30.3)
+                      weight=8, min_minutes=0.6, overhead_minutes=0.3))
     shown = photos or _some_photos(Path(str(inputs["content"])), 4)
     apply_input = out / "apply-input"
     steps.append(Step("t5-apply", "task5", "task 5: the style network applied to photos",
@@ -238,7 +247,7 @@ def _some_photos(folder: Path, n: int) -> list[Path]:
 
 def minimum_minutes(steps: list[Step]) -> float:
     fixed = sum(s.min_minutes + START_MINUTES for s in steps if not s.budgeted)
-    return (sum(s.min_minutes for s in steps if s.budgeted) + fixed + REPORT_MINUTES) / SAFETY
+    return (sum(s.min_minutes for s in steps if s.budgeted) + fixed + REPORT_MINUTES) / (1 - RESERVE)
 
 
 def allocate(steps: list[Step], minutes: float) -> None:
@@ -249,11 +258,20 @@ def allocate(steps: list[Step], minutes: float) -> None:
         raise UserError(f"--minutes {minutes:g} is too small for the course's plan on this data: it needs at least "
                         f"{need:.1f} minutes (each training run's minimum, the visualizations and the report); "
                         f"give --minutes {need:.0f} or more")
-    spare = minutes * SAFETY - REPORT_MINUTES - sum(s.min_minutes + START_MINUTES for s in steps if not s.budgeted)
-    spare -= sum(s.min_minutes for s in steps if s.budgeted)
-    total_weight = sum(s.weight for s in steps if s.budgeted)
-    for s in steps:
-        s.minutes = s.min_minutes + spare * s.weight / total_weight if s.budgeted else s.min_minutes
+    share(steps, minutes)
+
+
+def share(steps: list[Step], left: float, finished: list[str] | tuple[str, ...] = ()) -> None:
+    """Share the `left` minutes among the steps not `finished`: fixed steps keep their estimate; budgeted steps
+    get their minimum, then what remains after the report and RESERVE of it, by weight. Never less than a
+    step's minimum (an overrun so far is taken from the later steps' shares, down to their minimums)."""
+    todo = [s for s in steps if s.name not in finished]
+    fixed = sum(s.min_minutes + START_MINUTES for s in todo if not s.budgeted)
+    budgeted = [s for s in todo if s.budgeted]
+    spare = left * (1 - RESERVE) - REPORT_MINUTES - fixed - sum(s.min_minutes for s in budgeted)
+    total_weight = sum(s.weight for s in budgeted) or 1.0
+    for s in todo:
+        s.minutes = s.min_minutes + max(0.0, spare) * s.weight / total_weight if s.budgeted else s.min_minutes
 
 
 def describe(steps: list[Step], settings: CourseSettings, inputs: dict[str, object]) -> str:

@@ -84,22 +84,18 @@ def run_course(settings: plan_mod.CourseSettings) -> dict:
     for step in steps:
         if step.config_yaml:
             configs.write_text(f"{step.name}.yaml", step.config_yaml)
-    saved = 0.0  # minutes the steps so far left unused (negative: overran); handed on to the later ones
-    for i, step in enumerate(steps):
+    earlier = state.get("seconds", 0.0)  # the finished steps' time in earlier invocations
+    for step in steps:
         if step.name in state["finished"]:
             print(f"== {step.name}: finished, skipped", flush=True)
             continue
-        if step.budgeted and not settings.full and saved:
-            later = sum(s.weight for s in steps[i:] if s.budgeted and s.name not in state["finished"])
-            extra = saved * step.weight / later
-            granted = max(step.min_minutes, step.minutes + extra)
-            saved -= granted - step.minutes
-            step.minutes = granted
+        if step.budgeted and not settings.full:
+            # The minutes really left, shared again: earlier steps' unused minutes go to every step still to
+            # come (the last ones too), an overrun is taken from them (plan.share).
+            used = (earlier + time.monotonic() - started) / 60
+            plan_mod.share(steps, settings.minutes - used, state["finished"])
         began = time.monotonic()
         run_step(step, Path(settings.out) / "runs" / step.name)
-        if not settings.full:
-            planned = step.minutes + (0.0 if step.budgeted else plan_mod.START_MINUTES)
-            saved += planned - (time.monotonic() - began) / 60
         state["finished"].append(step.name)
         state["seconds"] = state.get("seconds", 0.0) + time.monotonic() - began  # over every invocation
         folder.write_json(STATE, state)

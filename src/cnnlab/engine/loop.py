@@ -5,6 +5,11 @@ memory format and device. ``fit`` runs epochs of ``train_epoch`` + ``evaluate`` 
 of metrics to callbacks (checkpoints, metrics files, progress printing, plateau logic live there or in the
 schedule). ``state_dict`` captures everything needed to continue bit-for-bit after an interruption.
 
+Where the steps and rows go is a :class:`~cnnlab.engine.layout.Layout`: one row per epoch, or (a time budget
+with few epochs) several, the rows inside an epoch validated on a fixed subset when the budget asked for one
+(``val_subset``). A time budget also hands the Trainer a ``pacer`` (engine/pace.py) that sees every step and
+row and may change the run's length while it trains; its decisions are part of the checkpoint.
+
 The loss is pluggable: by default softmax cross-entropy on the labels (classifiers, with accuracy); an
 ``objective(outputs, inputs, labels) -> loss`` replaces it for networks that are not classifiers (a style
 transform network's perceptual loss, computed by a frozen loss network on its output and input). Such
@@ -13,6 +18,7 @@ runs report no accuracy (NaN in metrics.csv) and need no validation split.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -25,8 +31,10 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..errors import UserError
-from . import distributed
+from . import distributed, pace
 from .device import autocast
+from .evaluate import EvalResult, predict, tta_views  # noqa: F401  (their home until they moved)
+from .layout import Layout
 from .optim import LrSchedule
 
 
@@ -52,72 +60,16 @@ class Callback:
 
 
 @dataclass
-class EvalResult:
-    loss: float
-    accuracy: float
-    logits: torch.Tensor  # float32 on cpu, [N, classes]
-    labels: torch.Tensor
-
-    @property
-    def predictions(self) -> torch.Tensor:
-        return self.logits.argmax(1)
-
-
-@dataclass
 class FitState:
     """Progress that survives a resume."""
 
     epoch: int = 0  # epochs completed
+    steps: int | None = None  # steps completed (None: a checkpoint from before rows inside epochs, at an epoch end)
     best_val_accuracy: float = float("nan")
     best_epoch: int = 0
     train_seconds: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
     stop_reason: str = ""
-
-
-def tta_views(x: torch.Tensor, mode: str) -> list[tuple[torch.Tensor, float]]:
-    """(view, weight) pairs whose weighted logits are averaged: none | flip | flip_translate.
-
-    flip_translate adds the flipped pair shifted one pixel up-left and one down-right (reflect padding),
-    the views airbench found worth their cost.
-    """
-    if mode == "none":
-        return [(x, 1.0)]
-    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
-        else torch.contiguous_format
-
-    def same_layout(v: torch.Tensor) -> torch.Tensor:  # a strided view would fall off the fast conv path
-        return v.contiguous(memory_format=fmt)
-
-    views = [(x, 0.5), (same_layout(x.flip(-1)), 0.5)]
-    if mode == "flip_translate":
-        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
-        h, w = x.shape[-2:]
-        up_left, down_right = padded[..., :h, :w], padded[..., 2:, 2:]
-        views = [(v, 0.25) for v, _ in views] + [(same_layout(v), 0.125) for v in
-                                                 (up_left, up_left.flip(-1), down_right, down_right.flip(-1))]
-    return views
-
-
-@torch.no_grad()
-def predict(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device,
-            precision: str = "fp32", tta: str = "none") -> EvalResult:
-    """Logits (averaged over test-time views) and loss over `batches`, in eval mode."""
-    was_training = model.training
-    model.eval()
-    logits_all, labels_all = [], []
-    for x, y in batches:
-        with autocast(device, precision):
-            logits = sum(w * model(v).float() for v, w in tta_views(x, tta))
-        logits_all.append(logits.float().cpu())
-        labels_all.append(y.cpu())
-    model.train(was_training)
-    if not logits_all:
-        return EvalResult(float("nan"), float("nan"), torch.empty(0, 0), torch.empty(0, dtype=torch.long))
-    logits, labels = torch.cat(logits_all), torch.cat(labels_all)
-    loss = F.cross_entropy(logits, labels).item()
-    accuracy = (logits.argmax(1) == labels).float().mean().item()
-    return EvalResult(loss, accuracy, logits, labels)
 
 
 class Trainer:
@@ -131,7 +83,8 @@ class Trainer:
                  deadline: float | None = None, validate: str = "epoch", early_stopping: int = 0,
                  train_module: nn.Module | None = None,
                  rewrap: Callable[[nn.Module], nn.Module] | None = None,
-                 objective: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None):
+                 objective: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                 layout: Layout | None = None, val_subset=None, pacer=None):
         self.model = model
         self.objective = objective  # None: cross-entropy on the labels (see the module docstring)
         # Under torchrun the forward/backward go through the DDP wrapper; everything else uses the model.
@@ -143,7 +96,7 @@ class Trainer:
         self.tta = tta
         self.callbacks = list(callbacks)
         # Two hard stops, both mid-epoch: a cap on training seconds (train.max_train_minutes), and a
-        # wall-clock deadline (time.perf_counter() value) that a time budget sets as its safety net.
+        # wall-clock deadline (a pace.clock() value: time.perf_counter()) that a time budget sets as its safety net.
         self.max_train_seconds, self.deadline = max_train_seconds, deadline
         self.validate = validate  # 'epoch': validate after every epoch; 'end': after the last one only
         self.early_stopping = early_stopping  # epochs without a better validation accuracy before stopping
@@ -153,6 +106,9 @@ class Trainer:
             self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
         self.state = FitState()
         self.stop_requested = ""
+        self.layout = layout          # None: one row per epoch of fit()'s epoch_steps
+        self.val_subset = val_subset  # batches that validate the rows inside an epoch (None: the full set)
+        self.pacer = pacer            # a time budget's re-planner (engine/pace.py), or None
 
     # ------------------------------------------------------------------------------------------ pieces
 
@@ -200,6 +156,7 @@ class Trainer:
         check_every = 1 if self.device.type == "cpu" else 25
         for i, (x, y) in enumerate(batches):
             loss, right = self.train_step(x, y)
+            self.state.steps = (self.state.steps or 0) + 1
             loss_sum += loss * len(y)
             correct += right
             seen += len(y)
@@ -212,7 +169,10 @@ class Trainer:
                     progress(i + 1, float(loss_sum) / seen, acc, seen / max(elapsed, 1e-9))
             for cb in self.callbacks:
                 cb.on_step_end(self)
-            if self._time_is_up(time.perf_counter() - start):
+            if self.pacer is not None:
+                self.pacer.step_done(self)  # may change the run's length (collective under torchrun)
+            if self._time_is_up(time.perf_counter() - start) or \
+                    (self.layout is not None and self.state.steps >= self.layout.total_steps):
                 break
         totals = distributed.all_reduce_sum([float(loss_sum), float(correct), float(seen)], self.device)
         seconds = time.perf_counter() - start
@@ -245,8 +205,8 @@ class Trainer:
         reason = ""
         if self.max_train_seconds is not None and self.state.train_seconds + epoch_seconds >= self.max_train_seconds:
             reason = f"training time cap of {self.max_train_seconds / 60:g} minutes reached"
-        if self.deadline is not None and time.perf_counter() >= self.deadline:
-            reason = "time budget deadline reached (the machine ran slower than its calibration)"
+        if self.deadline is not None and pace.clock() >= self.deadline:
+            reason = "time budget deadline reached (the machine ran slower than re-planning could follow)"
         # Each rank runs on its own clock: stop when any rank says so, or the others would wait forever.
         if distributed.any_rank(bool(reason), self.device):
             self.stop_requested = reason or "another process reached the time limit"
@@ -270,53 +230,85 @@ class Trainer:
             self.train_module = self.rewrap(self.model)
 
     def fit(self, train_batches, val_batches, epoch_steps: list[int], progress_factory=None) -> FitState:
-        """Train for len(epoch_steps) epochs (each limited to its number of steps), from self.state.epoch.
+        """Train the steps of `epoch_steps` (or of self.layout, when set), from where self.state left off.
 
-        `train_batches.epoch(e, max_batches)` yields the batches of epoch e; `val_batches` may be None.
+        `train_batches.epoch(e, max_batches)` yields the batches of epoch e; `val_batches` may be None. Each
+        segment of the layout ends in a row (see engine/layout.py); a run resumed mid-epoch skips the batches
+        of that epoch it had trained on (same order, same augmentation: the epoch's generator is seeded).
+        ``on_epoch_start`` is called when an epoch starts, and when a run resumes inside one.
         """
+        layout = self.layout = self.layout if self.layout is not None else Layout.of(list(epoch_steps))
+        if self.state.steps is None:
+            self.state.steps = layout.epoch_start(self.state.epoch)
         for cb in self.callbacks:
             cb.on_fit_start(self)
         if self._no_progress_for_too_long():  # a resumed run that had already stopped early
             self.state.stop_reason = self.state.stop_reason or self.stop_requested
             return self.state
-        for epoch in range(self.state.epoch, len(epoch_steps)):
-            for cb in self.callbacks:
-                cb.on_epoch_start(self, epoch)
-            bar = progress_factory(epoch, len(epoch_steps), epoch_steps[epoch]) if progress_factory else None
+        source: tuple[int, Any] | None = None
+        while (segment := layout.segment(self.state.steps)) is not None:
+            epoch = segment.epoch
+            if source is None or source[0] != epoch:
+                cap = layout.steps_per_epoch if layout.exact else layout.epoch_steps[epoch]
+                batches = iter(train_batches.epoch(epoch, cap))
+                for _ in range(segment.start):
+                    next(batches)
+                source = (epoch, batches)
+                for cb in self.callbacks:
+                    cb.on_epoch_start(self, epoch)
+            steps = segment.end - segment.start
+            bar = progress_factory(epoch, len(layout.epoch_steps), steps) if progress_factory else None
+            if self.pacer is not None:
+                self.pacer.segment_begins()
+            began = self.state.steps
             try:
-                stats = self.train_epoch(train_batches.epoch(epoch, epoch_steps[epoch]), epoch_steps[epoch],
-                                         bar.update if bar else None)
+                stats = self.train_epoch(itertools.islice(source[1], steps), steps, bar.update if bar else None)
             finally:
                 if bar:
                     bar.close()
+            if self.state.steps - began < steps and not self.stop_requested and self.state.steps < layout.total_steps:
+                self.state.steps = layout.epoch_start(epoch) + layout.epoch_steps[epoch]  # its batches ran out
             for cb in self.callbacks:
                 cb.on_train_epoch_end(self)
             self.state.train_seconds += stats["seconds"]
-            last = epoch + 1 == len(epoch_steps) or bool(self.stop_requested)
-            validate = val_batches is not None and len(val_batches.labels) and (self.validate == "epoch" or last)
-            val = self.predict(val_batches) if validate else None
-            self.state.epoch = epoch + 1
-            row = {"epoch": epoch + 1, "lr": self.schedule.lr, "train_loss": stats["train_loss"],
-                   "train_accuracy": stats["train_accuracy"],
-                   "val_loss": val.loss if val else float("nan"),
-                   "val_accuracy": val.accuracy if val else float("nan"),
-                   "train_images": int(stats["images"]),  # summed over torchrun processes
-                   "epoch_seconds": stats["seconds"], "images_per_second": stats["images"] / stats["seconds"]}
-            if val and not (val.accuracy <= self.state.best_val_accuracy):  # NaN-safe: first epoch counts
-                self.state.best_val_accuracy, self.state.best_epoch = val.accuracy, epoch + 1
-            row["improved"] = self.state.best_epoch == epoch + 1
-            self._no_progress_for_too_long()
-            self.schedule.epoch_end(row)
-            self.state.history.append(row)
-            if self.stop_requested:
-                self.state.stop_reason = self.stop_requested
-            for cb in self.callbacks:
-                cb.on_epoch_end(self, row)
-            if self.state.stop_reason:
+            if self._row(epoch, stats, val_batches):
                 break
         for cb in self.callbacks:
             cb.on_fit_end(self)
         return self.state
+
+    def _row(self, epoch: int, stats: dict[str, float], val_batches) -> bool:
+        """Validate, write the row of metrics after a segment (callbacks: files, printing); True: stop."""
+        layout = self.layout
+        done = self.state.steps - layout.epoch_start(epoch)  # the layout may have changed during the segment
+        last = self.state.steps >= layout.total_steps or bool(self.stop_requested)
+        closes = last or done >= layout.epoch_steps[epoch]  # an epoch end: what a plain run does there
+        if self.pacer is not None:
+            self.pacer.row_begins(closes)
+        validate = val_batches is not None and len(val_batches.labels) and (self.validate == "epoch" or last)
+        checked = val_batches if closes or self.val_subset is None else self.val_subset
+        val = self.predict(checked) if validate else None
+        if closes:
+            self.state.epoch = epoch + 1
+        row = {"epoch": layout.label(epoch, done), "lr": self.schedule.lr, "train_loss": stats["train_loss"],
+               "train_accuracy": stats["train_accuracy"],
+               "val_loss": val.loss if val else float("nan"),
+               "val_accuracy": val.accuracy if val else float("nan"),
+               "train_images": int(stats["images"]),  # summed over torchrun processes
+               "epoch_seconds": stats["seconds"], "images_per_second": stats["images"] / stats["seconds"]}
+        improved = closes and val is not None and not (val.accuracy <= self.state.best_val_accuracy)  # NaN-safe
+        if improved:
+            self.state.best_val_accuracy, self.state.best_epoch = val.accuracy, epoch + 1
+        row["improved"] = improved
+        if closes:
+            self._no_progress_for_too_long()
+            self.schedule.epoch_end(row)
+        self.state.history.append(row)
+        if self.stop_requested:
+            self.state.stop_reason = self.stop_requested
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, row)
+        return bool(self.state.stop_reason)
 
     # ------------------------------------------------------------------------------------------ resume
 
@@ -333,9 +325,10 @@ class Trainer:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "schedule": self.schedule.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
                 "rng": distributed.all_gather_object(rng),  # one entry per rank
-                "fit": {"epoch": s.epoch, "best_val_accuracy": s.best_val_accuracy,
+                "fit": {"epoch": s.epoch, "steps": s.steps, "best_val_accuracy": s.best_val_accuracy,
                         "best_epoch": s.best_epoch, "train_seconds": s.train_seconds,
-                        "history": s.history, "stop_reason": s.stop_reason}}
+                        "history": s.history, "stop_reason": s.stop_reason},
+                "pace": self.pacer.state_dict() if self.pacer is not None else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -351,6 +344,8 @@ class Trainer:
         if "cuda" in rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"].cpu(), self.device)
         f = state["fit"]
-        self.state = FitState(epoch=f["epoch"], best_val_accuracy=f["best_val_accuracy"],
+        self.state = FitState(epoch=f["epoch"], steps=f.get("steps"), best_val_accuracy=f["best_val_accuracy"],
                               best_epoch=f["best_epoch"], train_seconds=f["train_seconds"],
                               history=list(f["history"]), stop_reason=f.get("stop_reason", ""))
+        if self.pacer is not None and state.get("pace"):
+            self.pacer.load_state_dict(state["pace"])

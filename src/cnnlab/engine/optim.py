@@ -7,7 +7,14 @@ All schedules are one per-step multiplier on each parameter group's base learnin
 `step` counts optimizer steps from 0; schedules with an end (linear, cosine, onecycle) reach their final
 factor at the last planned step, total_steps - 1, whatever total_steps is: a time budget (engine/budget.py)
 changes total_steps and the whole shape stretches with it. ``step`` decays by epochs, ``constant`` and
-``plateau`` have no end (a budget only sets how many epochs they run).
+``plateau`` have no end; a time budget anneals them (:meth:`LrSchedule.anneal_to_end`: the recipe's lr,
+times a decay to final_factor at the last step) unless the config keeps the recipe's schedule
+(train.budget_schedule: recipe).
+
+A budget run may also change its length while it trains (engine/pace.py): :meth:`LrSchedule.replan` keeps the
+curve continuous (the progress reached so far stays) and lays the rest of it over the new remaining steps, so
+it still ends at final_factor at the new last step. The knots of that piecewise progress are part of the
+schedule's state, so a resumed run follows the same curve.
 
 so any shape combines with warm-up, Keras-style decay (lr / (1 + decay * step), the course's RMSprop
 ``decay=1e-6``) and reduce-on-plateau without schedulers fighting over ``group['lr']``.
@@ -27,6 +34,7 @@ from ..errors import UserError, unknown_name
 
 OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw", "muon")
 SCHEDULES = ("constant", "step", "cosine", "onecycle", "linear", "plateau")
+ANNEAL_FORMS = ("linear", "cosine")
 
 
 def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
@@ -184,9 +192,42 @@ class LrSchedule:
         self.plateau_scale = 1.0
         self.best: float | None = None
         self.bad_epochs = 0
+        self.anneal: str | None = None  # constant/plateau under a time budget: 'linear' or 'cosine' decay
+        # (step, progress) knots of the piecewise-linear progress after the warm-up; replan() adds them.
+        self.knots: list[tuple[int, float]] = [(self.warmup_steps, 0.0)]
         for group in optimizer.param_groups:
             group.setdefault("base_lr", group["lr"])
         self._apply()
+
+    def anneal_to_end(self, form: str | None) -> None:
+        """Give a schedule without an end (constant, plateau) one: its factor times a `form` ('linear' or
+        'cosine') decay from 1 after the warm-up to cfg.final_factor at the last step (plateau still reduces
+        on validation). The others keep their own shape (they end already, or decay by epochs: step)."""
+        if form is not None and form not in ANNEAL_FORMS:
+            raise unknown_name("annealing form", form, ANNEAL_FORMS)
+        self.anneal = form if self.cfg.name in ("constant", "plateau") else None
+        self._apply()
+
+    def progress(self, step: int) -> float:
+        """0 at the end of the warm-up, 1 at the last planned step (index total_steps - 1)."""
+        knots = self.knots + [(max(self.total_steps - 1, self.knots[-1][0] + 1), 1.0)]
+        for (a, pa), (b, pb) in zip(knots, knots[1:]):
+            if step < b:
+                return min(1.0, max(0.0, pa + (pb - pa) * (step - a) / (b - a)))
+        return 1.0
+
+    def replan(self, at_step: int, total_steps: int) -> None:
+        """The run now has `total_steps` steps: the curve keeps its value at `at_step` and ends at the new end."""
+        if at_step > self.warmup_steps:
+            self.knots.append((at_step, self.progress(at_step)))
+        self.total_steps = max(1, total_steps)
+        self._apply()
+
+    def _decay(self, form: str, progress: float) -> float:
+        final = self.cfg.final_factor
+        if form == "linear":
+            return 1 - (1 - final) * progress
+        return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))  # half-cosine
 
     def shape(self, step: int) -> float:
         """The schedule's multiplier at `step`, warm-up included, Keras decay and plateau excluded."""
@@ -194,15 +235,12 @@ class LrSchedule:
         if step < self.warmup_steps:
             return c.start_factor + (1 - c.start_factor) * step / self.warmup_steps
         if c.name in ("constant", "plateau"):
-            return 1.0
+            return self._decay(self.anneal, self.progress(step)) if self.anneal else 1.0
         if c.name == "step":
             return c.gamma ** math.floor(step / (c.step_epochs * self.steps_per_epoch))
-        # The last planned step (index total_steps - 1) trains at exactly the final factor.
-        progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - 1 - self.warmup_steps))
-        if c.name == "linear":
-            return 1 - (1 - c.final_factor) * progress
-        # cosine and onecycle: half-cosine from 1 down to final_factor after the warm-up
-        return c.final_factor + (1 - c.final_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+        # The last planned step (index total_steps - 1) trains at exactly the final factor; cosine and
+        # onecycle: half-cosine from 1 down to final_factor after the warm-up.
+        return self._decay("linear" if c.name == "linear" else "cosine", self.progress(step))
 
     def factor(self, step: int) -> float:
         return self.shape(step) / (1 + self.keras_decay * step) * self.plateau_scale
@@ -242,11 +280,14 @@ class LrSchedule:
 
     def state_dict(self) -> dict[str, Any]:
         return {"step_count": self.step_count, "plateau_scale": self.plateau_scale, "best": self.best,
-                "bad_epochs": self.bad_epochs}
+                "bad_epochs": self.bad_epochs, "total_steps": self.total_steps,
+                "knots": [list(k) for k in self.knots]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step_count = state["step_count"]
         self.plateau_scale = state["plateau_scale"]
         self.best = state["best"]
         self.bad_epochs = state["bad_epochs"]
+        self.total_steps = state.get("total_steps", self.total_steps)  # checkpoints before re-planning lack them
+        self.knots = [(int(a), float(p)) for a, p in state.get("knots", self.knots)]
         self._apply()

@@ -62,3 +62,62 @@ def tiny_overrides(fake_cifar_root) -> dict:
             "model.name": "cnn4", "model.widths": [8, 16], "model.fc_width": 32, "model.batchnorm": True,
             "train.epochs": 2, "train.batch_size": 50, "train.eval_batch_size": 100, "train.progress": False,
             "optim.name": "adam", "optim.lr": 0.003}
+
+
+def split_accuracy(run_dir, split: str) -> tuple[float, int]:
+    """(accuracy, images) of a run's kept weights (best.safetensors, read from the file) on one split ("val" or
+    "test") of its own data, computed the way training validated: the same inputs (for a features run, the
+    cached features of the split's photos, and the classifier alone), the run's own precision and batches.
+    What summary.json reports for that split must equal it exactly, or the figure is not the kept weights'."""
+    from safetensors.torch import load_file
+
+    from cnnlab.classify.building import is_features, load_data, make_batches
+    from cnnlab.engine import predict
+    from cnnlab.engine.device import memory_format, resolve_execution
+    from cnnlab.models.trained import load_trained
+
+    model, cfg, run, _ = load_trained(run_dir, "best")
+    cpu = torch.device("cpu")
+    execution = resolve_execution(cpu, cfg.train.precision, cfg.train.channels_last)
+    data, _, _ = load_data(cfg, cpu, execution)
+    if is_features(cfg):  # load_trained put the backbone in front; validation saw the classifier alone
+        model = torch.nn.Linear(data.train_images.shape[1], len(data.classes))
+        model.load_state_dict(load_file(str(Path(run_dir) / "best.safetensors")))
+    model.to(cpu, memory_format=memory_format(execution.channels_last and not is_features(cfg)))
+    _, val, test = make_batches(cfg, data, cpu, execution.channels_last)
+    result = predict(model, {"val": val, "test": test}[split], cpu, execution.precision, cfg.train.tta)
+    return result.accuracy, len(result.labels)
+
+
+def read_table(path) -> list[dict[str, str]]:
+    """The rows of a CSV file cnnlab wrote (comparison.csv, metrics.csv), as strings."""
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_cell(cell: str, value) -> None:
+    """A CSV cell written by RunDir.write_csv holds `value`: numbers to their 6 significant digits, None and NaN
+    as an empty cell, anything else as its text."""
+    if value is None or (isinstance(value, float) and value != value):
+        assert cell == "", (cell, value)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        assert cell != "" and float(cell) == pytest.approx(value, rel=1e-5, abs=1e-12), (cell, value)
+    else:
+        assert cell == str(value), (cell, value)
+
+
+@pytest.fixture(scope="session")
+def trained_classifier(fake_cifar_root, tmp_path_factory) -> Path:
+    """One finished cnn4 run on the fake data (2 epochs, fp32, seconds), shared by the tests that need a real run
+    directory (weights, metadata, metrics) and only read it: copy it before changing anything in it."""
+    from cnnlab import config, train
+
+    out = tmp_path_factory.mktemp("trained") / "tiny-cifar"
+    overrides = {"data.root": str(fake_cifar_root), "data.val_size": 100, "data.download": False,
+                 "model.name": "cnn4", "model.widths": [8, 16], "model.fc_width": 32, "model.batchnorm": True,
+                 "train.epochs": 2, "train.batch_size": 50, "train.eval_batch_size": 100, "train.progress": False,
+                 "train.precision": "fp32", "optim.name": "adam", "optim.lr": 0.003, "out": str(out)}
+    train(config.resolve(None, overrides))
+    return out

@@ -8,7 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import TINY, cifar_records, real_data_root, write_fake_cifar
+from cnnlab.data.cifar10 import CLASSES
+from conftest import TINY, cifar_records, read_table, real_data_root, write_fake_cifar
+from test_bad_input import assert_one_line_error as assert_error
+from test_bad_input import run
 
 
 def cnnlab(*args, env=None, cwd=None):
@@ -38,11 +41,24 @@ def test_end_to_end_on_real_cifar_slice(tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert s["model"] == "cnn4" and s["epochs"] == 1 and s["seed"] == 0 and s["train_images"] == 2000
     assert s["params"] == 1_250_858 and s["test_images"] == 10000 and s["val_images"] == 5000
-    assert 0.12 < s["test_accuracy"] < 0.6 and 0 < s["best_val_accuracy"] < 1  # above chance after 1 epoch
-    assert (out / "metrics.csv").is_file() and (out / "curves.png").stat().st_size > 1000
+    assert 0.25 < s["test_accuracy"] < 0.6  # well above chance (0.10) after 1 epoch on 2,000 images
+    [row] = read_table(out / "metrics.csv")  # one epoch: the best validation figure is that epoch's
+    assert s["best_val_accuracy"] == pytest.approx(float(row["val_accuracy"]), rel=1e-5) and s["best_epoch"] == 1
+    assert (out / "curves.png").stat().st_size > 1000
     proc = cnnlab("evaluate", out, env={"CNNLAB_DATA": str(real_data_root())})
     assert proc.returncode == 0, proc.stderr
-    assert "airplane" in proc.stdout and (out / "confusion_matrix.png").is_file()
+    # evaluate recomputes the kept weights' test figure and prints what it wrote
+    ev = json.loads((out / "evaluation.json").read_text())
+    assert ev["test_images"] == 10000 and ev["test_accuracy"] == pytest.approx(s["test_accuracy"])
+    lines = proc.stdout.splitlines()
+    first = lines.index(f"test accuracy {100 * ev['test_accuracy']:.2f}% on 10000 images")
+    assert list(ev["per_class_accuracy"]) == CLASSES and len(ev["confusion_matrix"]) == 10
+    for name, line in zip(CLASSES, lines[first + 1:first + 11], strict=True):
+        assert line.split() == [name, f"{100 * ev['per_class_accuracy'][name]:.2f}%"], line
+    # CIFAR-10's test set holds 1,000 images per class: the per-class figures and the matrix add up to the total
+    assert [sum(r) for r in ev["confusion_matrix"]] == [1000] * 10
+    assert sum(ev["per_class_accuracy"].values()) / 10 == pytest.approx(ev["test_accuracy"])
+    assert (out / "confusion_matrix.png").is_file()
 
 
 def test_missing_dataset(tmp_path):
@@ -50,23 +66,28 @@ def test_missing_dataset(tmp_path):
     assert_one_line_error(proc, "not found in", "empty/cifar-10-batches-bin", "--data-root")
 
 
-def test_offline_download_failure_is_one_line(tmp_path):
-    proc = cnnlab("train", *TINY[:-1], "--data-root", tmp_path / "empty", "--out", tmp_path / "r",
-                  env={"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"})
-    assert_one_line_error(proc, "could not download CIFAR-10", "CNNLAB_DATA")
+# The cases below run the CLI in this process (cnnlab.cli.main, as test_bad_input.py does): torch is imported once,
+# not once per case. The tests above and test_resume_with_changed_config_and_nan_loss run it as a process.
 
 
-def test_corrupt_bin_files(tmp_path):
+def test_offline_download_failure_is_one_line(tmp_path, capsys, monkeypatch):
+    for proxy in ("http_proxy", "https_proxy"):
+        monkeypatch.setenv(proxy, "http://127.0.0.1:9")
+    code, _, err = run(["train", *TINY[:-1], "--data-root", tmp_path / "empty", "--out", tmp_path / "r"], capsys)
+    assert_error(code, err, "could not download CIFAR-10", "CNNLAB_DATA")
+
+
+def test_corrupt_bin_files(tmp_path, capsys):
     root = write_fake_cifar(tmp_path / "d", per_file=20, test=20)
     batch = root / "cifar-10-batches-bin" / "data_batch_3.bin"
     batch.write_bytes(batch.read_bytes()[:-10])
-    proc = cnnlab("train", *TINY, "--data-root", root, "--out", tmp_path / "r")
-    assert_one_line_error(proc, "data_batch_3.bin", "3,073-byte")
+    code, _, err = run(["train", *TINY, "--data-root", root, "--out", tmp_path / "r"], capsys)
+    assert_error(code, err, "data_batch_3.bin", "3,073-byte")
     raw = bytearray(cifar_records(np.arange(20) % 10))
     raw[3073 * 4] = 200
     batch.write_bytes(bytes(raw))
-    proc = cnnlab("train", *TINY, "--data-root", root, "--out", tmp_path / "r")
-    assert_one_line_error(proc, "data_batch_3.bin record 4 has label byte 200")
+    code, _, err = run(["train", *TINY, "--data-root", root, "--out", tmp_path / "r"], capsys)
+    assert_error(code, err, "data_batch_3.bin record 4 has label byte 200")
 
 
 @pytest.mark.parametrize("args,fragments", [
@@ -84,13 +105,13 @@ def test_corrupt_bin_files(tmp_path):
     (["train.channels_last=sometimes"], ["'train.channels_last' must be one of auto, true, false, got 'sometimes'"]),
     (["--minutes", "0"], ["'train.budget_minutes' must be greater than 0 minutes, got 0"]),
 ])
-def test_bad_arguments(args, fragments, tmp_path, fake_cifar_root):
-    proc = cnnlab("train", *TINY, "--data-root", fake_cifar_root, "--out", tmp_path / "r", *args)
-    assert_one_line_error(proc, *fragments)
+def test_bad_arguments(args, fragments, tmp_path, fake_cifar_root, capsys):
+    code, _, err = run(["train", *TINY, "--data-root", fake_cifar_root, "--out", tmp_path / "r", *args], capsys)
+    assert_error(code, err, *fragments)
     assert not (tmp_path / "r").exists()  # nothing written for a rejected config
 
 
-def test_unwritable_output_directory(tmp_path, fake_cifar_root):
+def test_unwritable_output_directory(tmp_path, fake_cifar_root, capsys):
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
@@ -101,22 +122,23 @@ def test_unwritable_output_directory(tmp_path, fake_cifar_root):
             out = target / "run"
         else:
             out = locked / "run"
-        proc = cnnlab("train", *TINY, "--data-root", fake_cifar_root, "--out", out)
-        assert_one_line_error(proc, "output directory", "not writable", "--out")
+        code, _, err = run(["train", *TINY, "--data-root", fake_cifar_root, "--out", out], capsys)
+        assert_error(code, err, "output directory", "not writable", "--out")
     finally:
         locked.chmod(0o700)
 
 
-def test_resume_with_changed_config_and_nan_loss(tmp_path, fake_cifar_root):
+def test_resume_with_changed_config_and_nan_loss(tmp_path, fake_cifar_root, capsys):
     out = tmp_path / "r"
     proc = cnnlab("train", *TINY, "--data-root", fake_cifar_root, "--out", out, "--epochs", "1")
     assert proc.returncode == 0, proc.stderr
-    # a finished run cannot be resumed; a changed config cannot resume either
-    proc = cnnlab("train", "--resume", out, "--data-root", fake_cifar_root)
-    assert_one_line_error(proc, "already finished")
+    # a finished run cannot be resumed; a changed config cannot resume either (in this process: no training)
+    code, _, err = run(["train", "--resume", out, "--data-root", fake_cifar_root], capsys)
+    assert_error(code, err, "already finished")
     (out / "summary.json").unlink()
-    proc = cnnlab("train", *TINY, "--data-root", fake_cifar_root, "--resume", out, "--epochs", "1", "--lr", "0.5")
-    assert_one_line_error(proc, "cannot resume", "optim.lr")
+    code, _, err = run(["train", *TINY, "--data-root", fake_cifar_root, "--resume", out, "--epochs", "1", "--lr",
+                        "0.5"], capsys)
+    assert_error(code, err, "cannot resume", "optim.lr")
     # NaN: an absurd learning rate diverges in the first epoch; the message says what was kept
     proc = cnnlab("train", *TINY, "--data-root", fake_cifar_root, "--out", tmp_path / "nan", "--optimizer", "sgd",
                   "--lr", "1e30", "--epochs", "2")
@@ -124,18 +146,18 @@ def test_resume_with_changed_config_and_nan_loss(tmp_path, fake_cifar_root):
     assert not (tmp_path / "nan" / "summary.json").exists()
 
 
-def test_models_command_lists_registry():
-    proc = cnnlab("models")
-    assert proc.returncode == 0 and "cnn4" in proc.stdout and "mlp" in proc.stdout
+def test_models_command_lists_registry(capsys):
+    code, out, _ = run(["models"], capsys)
+    assert code == 0 and "cnn4" in out and "mlp" in out
 
 
-def test_a_run_without_test_evaluation_reports_validation(tmp_path, fake_cifar_root):
+def test_a_run_without_test_evaluation_reports_validation(tmp_path, fake_cifar_root, capsys):
     """Recipe sweeps never see the test set (train.final_test=false); the command still ends cleanly."""
     out = tmp_path / "r"
-    proc = cnnlab("train", *TINY, "--data-root", fake_cifar_root, "--out", out, "--epochs", "1",
-                  "train.final_test=false", "train.validate=end")
-    assert proc.returncode == 0, proc.stderr
-    assert "best val accuracy" in proc.stdout and "test accuracy" not in proc.stdout
+    code, stdout, err = run(["train", *TINY, "--data-root", fake_cifar_root, "--out", out, "--epochs", "1",
+                             "train.final_test=false", "train.validate=end"], capsys)
+    assert code == 0, err
+    assert "best val accuracy" in stdout and "test accuracy" not in stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["test_accuracy"] is None and summary["best_val_accuracy"] is not None
     assert not (out / "evaluation.json").exists()

@@ -106,17 +106,19 @@ def _epochs_saved(run_dir: Path) -> tuple[int, int]:
 
 
 def kill_and_resume(kind: Kind, kills: int, seed: int, window: float, env: dict,
-                    reference: Path | None = None) -> Counts:
+                    reference: Path | None = None, aim: str | None = None) -> Counts:
     """Start the run, SIGKILL it `kills` times at random moments in (0.3 s, window), continue it after each,
     then let it finish. Checks the files after every kill. A run that finishes before the kills are spent is
-    compared with `reference`, then started again from nothing (another round), until all kills have landed."""
+    compared with `reference`, then started again from nothing (another round), until all kills have landed.
+    `aim`: a glob of temporary files (".checkpoint.pt.*.tmp"); the first kill then waits for such a write to
+    be under way instead of a random moment, so that at least one kill surely lands inside a write."""
     import shutil
 
     rng = random.Random(seed)
     counts = Counts()
     start = time.monotonic()
     while True:
-        _one_round(kind, kills, rng, window, env, counts)
+        _one_round(kind, kills, rng, window, env, counts, aim)
         if counts.kills >= kills:
             break
         if reference is not None:
@@ -129,7 +131,19 @@ def kill_and_resume(kind: Kind, kills: int, seed: int, window: float, env: dict,
     return counts
 
 
-def _one_round(kind: Kind, kills: int, rng: random.Random, window: float, env: dict, counts: Counts) -> None:
+def _running_at_a_write(proc: subprocess.Popen, out: Path, aim: str, timeout: float) -> bool:
+    """Wait until a temporary file matching `aim` exists under `out` (a write under way); False when the
+    process ended first or nothing matched within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if out.is_dir() and any(out.rglob(aim)):
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def _one_round(kind: Kind, kills: int, rng: random.Random, window: float, env: dict, counts: Counts,
+               aim: str | None = None) -> None:
     while True:
         if kind.resume and (kind.out / "summary.json").is_file():
             return  # the last kill came after the run's end (while the process exited): nothing to continue
@@ -137,9 +151,16 @@ def _one_round(kind: Kind, kills: int, rng: random.Random, window: float, env: d
         proc = _cnnlab(command, env)
         counts.resumes += command is kind.resume
         if counts.kills < kills:
-            try:
-                proc.wait(timeout=rng.uniform(0.3, window))
-            except subprocess.TimeoutExpired:
+            if aim and counts.kills == 0:  # the aimed kill: inside a write of that kind of file
+                running = _running_at_a_write(proc, kind.out, aim, 4 * window)
+                assert running, f"{kind.name}: no write of {aim} seen to aim the first kill at"
+            else:
+                try:
+                    proc.wait(timeout=rng.uniform(0.3, window))
+                    running = False
+                except subprocess.TimeoutExpired:
+                    running = True
+            if running:
                 proc.kill()
                 proc.wait()
                 temporaries = list(kind.out.rglob(".*.tmp"))
@@ -221,16 +242,33 @@ def make_kinds(base: Path, cifar: Path, which: list[str]) -> dict[str, tuple[Kin
     return {k: (reference[k], tortured[k]) for k in which}
 
 
-def torture(tmp_path: Path, cifar: Path, plan: dict[str, int], seed: int, report: str) -> dict[str, Counts]:
+@pytest.fixture(scope="module")
+def references(tmp_path_factory, fake_cifar_root):
+    """`references(kind)`: (the uninterrupted run of that kind, the seconds its command took), each made once
+    per module when first asked for: the tests of this file compare their interrupted runs with the same ones."""
+    base = tmp_path_factory.mktemp("references")
+    made: dict[str, tuple[Kind, float]] = {}
+
+    def get(name: str) -> tuple[Kind, float]:
+        if name not in made:
+            reference = make_kinds(base, fake_cifar_root, [name])[name][0]
+            began = time.monotonic()
+            proc = _cnnlab(reference.start, {**os.environ, "OMP_NUM_THREADS": "1"})
+            _, err = proc.communicate(timeout=900)
+            assert proc.returncode == 0, err[-2000:]
+            made[name] = reference, time.monotonic() - began
+        return made[name]
+
+    return get
+
+
+def torture(tmp_path: Path, cifar: Path, plan: dict[str, int], seed: int, report: str, references,
+            aim: str | None = None) -> dict[str, Counts]:
     env = {**os.environ, "CNNLAB_SLOW_WRITES": "0.15", "OMP_NUM_THREADS": "1"}
     results = {}
-    for name, (reference, tortured) in make_kinds(tmp_path, cifar, list(plan)).items():
-        began = time.monotonic()
-        proc = _cnnlab(reference.start, {**os.environ, "OMP_NUM_THREADS": "1"})
-        _, err = proc.communicate(timeout=900)
-        assert proc.returncode == 0, err[-2000:]
-        window = time.monotonic() - began  # kills land anywhere in an uninterrupted run's span
-        results[name] = kill_and_resume(tortured, plan[name], seed, window, env, reference.out)
+    for name, (_, tortured) in make_kinds(tmp_path, cifar, list(plan)).items():
+        reference, window = references(name)  # kills land anywhere in an uninterrupted run's span
+        results[name] = kill_and_resume(tortured, plan[name], seed, window, env, reference.out, aim)
         assert_same_results(reference.out, tortured.out)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     lines = ["| kind | kills | inside a write | before the first epoch | resumes | whole runs | epochs lost at most "
@@ -243,12 +281,16 @@ def torture(tmp_path: Path, cifar: Path, plan: dict[str, int], seed: int, report
     return results
 
 
-def test_killed_runs_resume_to_the_same_result(tmp_path, fake_cifar_root):
-    results = torture(tmp_path, fake_cifar_root, {"train": 4, "style": 3}, seed=0, report="crash-safety-fast.md")
+def test_killed_runs_resume_to_the_same_result(tmp_path, fake_cifar_root, references):
+    """The first kill of each kind waits for a checkpoint write to be under way (the rest are random), so the
+    short version too proves a kill inside a write loses nothing: the old checkpoint stays whole."""
+    results = torture(tmp_path, fake_cifar_root, {"train": 4, "style": 3}, seed=0, report="crash-safety-fast.md",
+                      references=references, aim=".checkpoint.pt.*.tmp")
     assert all(c.kills == n for c, n in zip(results.values(), (4, 3)))
+    assert all(c.inside_a_write >= 1 for c in results.values()), results
 
 
-def test_ctrl_c_at_any_moment_is_one_line_and_the_run_continues(tmp_path, fake_cifar_root):
+def test_ctrl_c_at_any_moment_is_one_line_and_the_run_continues(tmp_path, fake_cifar_root, references):
     """SIGINT to the process group (what a terminal's Ctrl-C does) at 6 seeded moments, from the imports to
     the last write: each time the command says in one line that it was interrupted (exit code 130, no
     traceback), every file is whole, and the run then continues to the result of an uninterrupted one. A run
@@ -256,12 +298,8 @@ def test_ctrl_c_at_any_moment_is_one_line_and_the_run_continues(tmp_path, fake_c
     import shutil
     import signal
 
-    reference, interrupted = make_kinds(tmp_path, fake_cifar_root, ["train"])["train"]
-    began = time.monotonic()
-    proc = _cnnlab(reference.start, {**os.environ, "OMP_NUM_THREADS": "1"})
-    _, err = proc.communicate(timeout=900)
-    assert proc.returncode == 0, err[-2000:]
-    window = time.monotonic() - began
+    interrupted = make_kinds(tmp_path, fake_cifar_root, ["train"])["train"][1]
+    reference, window = references("train")
     rng = random.Random(2)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CNNLAB_SLOW_WRITES": "0.15"}
     interrupts = 0
@@ -294,8 +332,8 @@ def test_ctrl_c_at_any_moment_is_one_line_and_the_run_continues(tmp_path, fake_c
 
 
 @pytest.mark.slow
-def test_twenty_kills_of_every_kind_of_run(tmp_path, fake_cifar_root):
+def test_twenty_kills_of_every_kind_of_run(tmp_path, fake_cifar_root, references):
     plan = {"train": 20, "ablate": 20, "finetune": 20, "style": 20}
-    results = torture(tmp_path, fake_cifar_root, plan, seed=1, report="crash-safety-full.md")
+    results = torture(tmp_path, fake_cifar_root, plan, seed=1, report="crash-safety-full.md", references=references)
     assert all(results[k].kills == n for k, n in plan.items())
     assert sum(c.inside_a_write for c in results.values()) >= 5  # the slow writes do put kills inside writes

@@ -72,12 +72,14 @@ def test_a_run_records_and_announces_its_choice(cpuinfo, expected, tiny_override
         assert record["native_bf16"] is (expected == "bf16")
 
 
-def test_doctor_reports_the_choice_and_a_probe():
+def test_doctor_reports_the_choice_and_a_probe(capsys):
+    from cnnlab.cli import main
+
     proc = cnnlab("doctor", "--seconds", "0.5")
     assert proc.returncode == 0, proc.stderr
     assert "auto picks" in proc.stdout and "cpu capability" in proc.stdout and "probe" in proc.stdout
     ex = resolve_execution(CPU)
     assert f"auto picks       {ex.precision} + channels_last" in proc.stdout
-    proc = cnnlab("doctor", "--seconds", "0", "--json")
-    facts = json.loads(proc.stdout)
+    assert main(["doctor", "--seconds", "0", "--json"]) == 0  # in this process: torch is imported once
+    facts = json.loads(capsys.readouterr().out)
     assert facts["auto_precision"] == ex.precision and facts["probe"] == [] and facts["threads"] >= 1

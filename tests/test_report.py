@@ -13,7 +13,8 @@ import torch
 from cnnlab.data.images import save_png
 from cnnlab.errors import UserError
 from cnnlab.report.html import write_report
-from test_cli import assert_one_line_error, cnnlab
+from test_bad_input import assert_one_line_error
+from test_bad_input import run as run_cli
 
 
 def _classifier_run(folder: Path, kind: str = "train", val: float = 0.8) -> Path:
@@ -79,12 +80,12 @@ def test_report_escapes_what_runs_contain(tmp_path):
     assert "<script>alert" not in html and "&lt;script&gt;" in html
 
 
-def test_report_bad_input(tmp_path):
+def test_report_bad_input(tmp_path, capsys):
     with pytest.raises(UserError, match="does not exist"):
         write_report([tmp_path / "nowhere"], tmp_path / "out")
     (tmp_path / "empty").mkdir()
-    proc = cnnlab("report", tmp_path / "empty", "-o", tmp_path / "out")
-    assert_one_line_error(proc, "holds no cnnlab run")
+    code, _, err = run_cli(["report", tmp_path / "empty", "-o", tmp_path / "out"], capsys)
+    assert_one_line_error(code, err, "holds no cnnlab run")
 
 
 def _config_run(folder: Path, config: str, summary: dict) -> Path:

@@ -19,6 +19,16 @@ from cnnlab.errors import UserError
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
+class CountEpochs(Callback):
+    """How many epochs this call ran (a resumed run runs only those its checkpoint lacks)."""
+
+    def __init__(self):
+        self.ran = 0
+
+    def on_epoch_end(self, trainer, row):
+        self.ran += 1
+
+
 class InterruptAt(Callback):
     """Simulates Ctrl-C when epoch `epoch` (0-based) starts."""
 
@@ -77,7 +87,10 @@ def test_resume_equals_uninterrupted_run(scenario, tiny_overrides, tmp_path):
     with pytest.raises(UserError, match="interrupted after 2 finished epochs; continue with"):
         train(config.resolve(None, {**common, "out": str(tmp_path / "cut")}), callbacks=[InterruptAt(2)])
     assert not (tmp_path / "cut" / "summary.json").exists()
-    resumed = train(config.resolve(None, {**common, "out": str(tmp_path / "cut")}), resume=tmp_path / "cut")
+    counted = CountEpochs()
+    resumed = train(config.resolve(None, {**common, "out": str(tmp_path / "cut")}), resume=tmp_path / "cut",
+                    callbacks=[counted])
+    assert counted.ran == len(rows(tmp_path / "full")) - 2  # it continued after epoch 2, not from the start
     assert_same_weights(tmp_path / "full", tmp_path / "cut")
     full_ckpt = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
     cut_ckpt = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
@@ -98,8 +111,10 @@ def test_resume_of_a_budget_run_keeps_its_plan(fake_cifar_root, tmp_path, monkey
         train(cfg, callbacks=[InterruptAt(1)])
     plan = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["budget_plan"]
     assert plan["epochs"] > 1
+    counted = CountEpochs()
     resumed = train(config.resolve(CONFIGS / "fast89.yaml", {**base, "out": str(tmp_path / "cut")}),
-                    resume=tmp_path / "cut")
+                    resume=tmp_path / "cut", callbacks=[counted])
+    assert 1 <= counted.ran < len(rows(tmp_path / "cut"))  # continued after the first rows, did not start again
     assert {k: resumed.summary["budget"][k] for k in plan} == plan and resumed.summary["steps"] == plan["total_steps"]
     f = plan["stretch"]
     plain = {k: v for k, v in base.items() if k != "train.budget_minutes"}
@@ -182,7 +197,9 @@ def test_a_crash_between_the_weights_and_the_checkpoint_is_repaired_on_resume(ti
     # simulate: epoch 3's best weights written, then the crash
     stray = {k: torch.full_like(v, 7) if v.is_floating_point() else v for k, v in ckpt["best"]["weights"].items()}
     runs.RunDir(tmp_path / "cut").save_weights(stray, runs.BEST, metadata={"epoch": "3"})
-    train(config.resolve(None, {**common, "out": str(tmp_path / "cut")}), resume=tmp_path / "cut")
+    counted = CountEpochs()
+    train(config.resolve(None, {**common, "out": str(tmp_path / "cut")}), resume=tmp_path / "cut", callbacks=[counted])
+    assert counted.ran == 1  # epoch 3 only: the repair did not restart the run
     assert_same_weights(tmp_path / "full", tmp_path / "cut")
 
 

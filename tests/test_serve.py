@@ -3,25 +3,30 @@ ask (Host, token, own page), bounded decoding and model cache, page-started runs
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
 
 from cnnlab import style
+from cnnlab.data.cifar10 import CLASSES
 from cnnlab.errors import UserError
 from cnnlab.serve import ServeSettings, create_app
-from conftest import SHARED_DATA
+from cnnlab.serve.jobs import EPOCH_FIELDS
+from conftest import SHARED_DATA, assert_cell, read_table
 from test_report import _classifier_run
 
 PHOTOS = SHARED_DATA / "images" / "photos"
 
 
 @pytest.fixture(scope="module")
-def runs_dir(tmp_path_factory):
+def runs_dir(tmp_path_factory, trained_classifier):
     root = tmp_path_factory.mktemp("runs")
     _classifier_run(root / "cnn4-a")
+    shutil.copytree(trained_classifier, root / "tiny-cifar")  # a real run: config, weights, metadata
     settings = style.StyleTrainSettings(style=str(SHARED_DATA / "images" / "styles" / "the_scream.jpg"),
                                         content_dir=str(SHARED_DATA / "scenes6" / "train"), image_size=64,
                                         style_size=64, batch_size=4, epochs=1, width=8, residual_blocks=1,
@@ -54,7 +59,7 @@ def test_health_and_page(client):
     page = client.get("/")
     assert page.status_code == 200 and "cnn4-a" in page.text and "scream-net" in page.text
     runs = client.get("/api/runs").json()["runs"]
-    assert {r["name"] for r in runs} == {"cnn4-a", "scream-net"}
+    assert {r["name"] for r in runs} == {"cnn4-a", "scream-net", "tiny-cifar"}
 
 
 def test_predict_top5_and_heatmap(client):
@@ -68,6 +73,20 @@ def test_predict_top5_and_heatmap(client):
     assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0001
     heat = client.get(data["heatmap"])
     assert heat.status_code == 200 and heat.headers["content-type"] == "image/png" and heat.content[:4] == b"\x89PNG"
+
+
+def test_predict_with_a_trained_classifier_run(client, runs_dir):
+    """A classifier run under --runs, named in the `model` field, predicts as `cnnlab predict` does with it."""
+    from cnnlab.classify import predict_images
+
+    response = client.post("/api/predict", files=_photo(), data={"model": "tiny-cifar"})
+    assert response.status_code == 200, response.text
+    served = response.json()["predictions"]
+    expected = predict_images(runs_dir / "tiny-cifar", [PHOTOS / "chelsea.png"], top_k=5)[0]["predictions"]
+    assert [p["class_name"] for p in served] == [p["class_name"] for p in expected]
+    assert [p["probability"] for p in served] == pytest.approx([p["probability"] for p in expected], abs=1e-4)
+    assert {p["class_name"] for p in served} <= set(CLASSES)  # the run's classes, not ImageNet's
+    assert client.get(response.json()["heatmap"]).content[:4] == b"\x89PNG"
 
 
 def test_images_are_accepted_by_content_not_name(client):
@@ -176,8 +195,6 @@ def test_symlinked_files_inside_a_run_are_not_published(tmp_path):
 
 
 def _events(client, url: str) -> list[tuple[str, dict]]:
-    import json
-
     events, name = [], None
     with client.stream("GET", url) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -202,11 +219,19 @@ def test_a_run_started_from_the_page_streams_its_epochs_then_its_summary(tmp_pat
         kinds = [k for k, _ in events]
         assert kinds[0] == "start" and kinds[-1] == "done", events[-1]
         epochs = [d for k, d in events if k == "epoch"]
-        metrics = (tmp_path / "runs" / job["run"] / "metrics.csv").read_text().splitlines()
-        assert len(epochs) == len(metrics) - 1 >= 1  # one event per row the run wrote, none missed
-        assert all(0 <= e["val_accuracy"] <= 1 for e in epochs)
+        run = tmp_path / "runs" / job["run"]
+        rows = read_table(run / "metrics.csv")
+        assert len(epochs) == len(rows) >= 1  # one event per row the run wrote, none missed
+        for event, row in zip(epochs, rows):  # each event is its row of metrics.csv, field for field
+            assert set(event) == set(EPOCH_FIELDS)
+            for key in EPOCH_FIELDS:
+                assert_cell(row.get(key, ""), event[key])
         done = events[-1][1]
-        assert 0 <= done["test_accuracy"] <= 1 and done["report"] == f"/runs/{job['run']}/report/index.html"
+        summary = json.loads((run / "summary.json").read_text())
+        for key in ("test_accuracy", "best_val_accuracy", "epochs"):
+            assert done[key] == summary[key], key
+        assert done["seconds"] == summary["total_seconds"] and done["run"] == job["run"]
+        assert done["report"] == f"/runs/{job['run']}/report/index.html"
         assert c.get(done["report"]).status_code == 200
         assert c.get("/api/train/" + "0" * 32 + "/events").status_code == 404
         assert c.get("/api/train/..%2f/events").status_code == 404

@@ -15,6 +15,8 @@ from cnnlab.errors import UserError
 from cnnlab.style import losses, lossnet
 from cnnlab.style.optimize import OptimizeSettings, keep_content_colors, resize_longest, stylize
 from conftest import SHARED_DATA
+from test_bad_input import assert_one_line_error
+from test_bad_input import run as run_cli
 
 PHOTOS, STYLES = SHARED_DATA / "images" / "photos", SHARED_DATA / "images" / "styles"
 
@@ -159,10 +161,48 @@ def test_cli_optimize_writes_the_image_and_the_summary_interface(tmp_path):
     for key in ("initial", "final"):
         assert set(summary[key]) >= {"content_loss", "style_loss", "total_loss"}
     assert summary["settings"]["style_mix"] == [0.7, 0.3] and len(summary["runs"]) == 2
+    assert summary["loss_net"]["name"] == "efficientnet_lite0" and summary["loss_net"]["weights"] == "imagenet"
     image = read_image(out / "stylized.png")
     assert max(image.shape[1:]) == 64
-    for name in ("evolution.png", "content-weights.png", "stylized-cw0.5.png", "stylized-cw50.png", "losses.csv"):
+    for name in ("evolution.png", "content-weights.png", "losses.csv"):
         assert (out / name).is_file(), name
+    # the content weight does what it says: the high weight's image stays closer to the photo than the low one's
+    photo = resize_longest(read_image(PHOTOS / "chelsea.png"), 64)[0]
+    low, high = ((read_image(out / f"stylized-cw{w}.png") / 255 - photo).abs().mean().item() for w in ("0.5", "50"))
+    assert torch.equal(read_image(out / "stylized-cw0.5.png"), image)  # stylized.png is the first weight's
+    assert high < low / 2, (high, low)
+
+
+def test_a_loss_network_without_weights_warns_and_the_summary_records_the_weights(tmp_path, capsys):
+    s = OptimizeSettings(size=32, iterations=1)
+    summary = style.optimize(PHOTOS / "chelsea.png", [STYLES / "the_scream.jpg"], tmp_path / "o", s,
+                             loss_net="efficientnet_lite0", weights="none", progress=False)
+    err = capsys.readouterr().err
+    assert "warning: --weights none" in err and "random weights" in err, err
+    assert summary["loss_net"]["weights"] == "none"
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["loss_net"]["weights"] == "none"
+
+
+def test_pretrained_weights_that_cannot_be_downloaded_are_a_one_line_error(tmp_path, monkeypatch, capsys):
+    """No network (the download itself fails) and nothing in torch's cache: a loss network with torchvision
+    weights is refused in one line that says what to do, before anything is written."""
+    import urllib.error
+
+    from cnnlab import cli
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-cache"))
+    monkeypatch.setattr(torch.hub, "urlopen", offline)
+    capsys.readouterr()
+    code = cli.main(["stylize", "optimize", "--content", str(PHOTOS / "chelsea.png"), "--style",
+                     str(STYLES / "the_scream.jpg"), "--loss-net", "vgg16", "--size", "32", "--iterations", "1",
+                     "--no-progress", "--out", str(tmp_path / "o")])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, lines
+    assert "could not download the ImageNet weights of vgg16 (URLError)" in lines[0] and "--weights FILE" in lines[0]
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -174,12 +214,13 @@ def test_cli_optimize_writes_the_image_and_the_summary_interface(tmp_path):
     (["--style", "STYLES/the_scream.jpg", "--optimizer", "adam", "--lr", "-1"], "--lr must be more than 0"),
     (["--style", "STYLES/the_scream.jpg", "--style-weight", "nan"], "--style-weight must be a finite number"),
 ])
-def test_cli_optimize_bad_input_is_one_line(tmp_path, args, message):
+def test_cli_optimize_bad_input_is_one_line(tmp_path, args, message, capsys):
+    """The CLI in this process (cnnlab.cli.main): torch is imported once, not once per case."""
     args = [a.replace("STYLES", str(STYLES)).replace("PHOTOS", str(PHOTOS)) for a in args]
-    proc = _cli("stylize", "optimize", "--content", PHOTOS / "chelsea.png", *args, "--size", 32, "--iterations", 1,
-                "--out", tmp_path / "o")
-    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
-    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    code, _, err = run_cli(["stylize", "optimize", "--content", PHOTOS / "chelsea.png", *args, "--size", 32,
+                            "--iterations", 1, "--out", tmp_path / "o"], capsys)
+    assert_one_line_error(code, err, message)
+    assert not (tmp_path / "o").exists()
 
 
 # ----------------------------------------------------------------------------------------------- fast style networks
@@ -246,11 +287,22 @@ def trained(tmp_path_factory):
     return out
 
 
-def test_apply_is_deterministic_per_frame(trained, tmp_path):
-    first = style.apply(trained, PHOTOS / "coffee.png", tmp_path / "a.png", progress=False)
-    second = style.apply(trained, PHOTOS / "coffee.png", tmp_path / "b.png", progress=False)
+def _forward(trained, frames: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, 3, H, W] -> the trained network's own output, in fp32, as uint8."""
+    model, _ = style.load_network(trained)
+    with torch.no_grad():
+        return (model(frames.float() / 255).clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def test_apply_is_the_networks_forward_pass_and_deterministic(trained, tmp_path):
+    first = style.apply(trained, PHOTOS / "coffee.png", tmp_path / "a.png", precision="fp32", progress=False)
+    second = style.apply(trained, PHOTOS / "coffee.png", tmp_path / "b.png", precision="fp32", progress=False)
     a, b = read_image(first["outputs"][0]), read_image(second["outputs"][0])
-    assert torch.equal(a, b) and a.shape == read_image(PHOTOS / "coffee.png").shape
+    photo = read_image(PHOTOS / "coffee.png")
+    assert torch.equal(a, b) and a.shape == photo.shape
+    expected = _forward(trained, photo[None])[0]
+    assert (a.int() - expected.int()).abs().max() <= 1  # PNG is lossless: float rounding only
+    assert (a.float() - photo.float()).abs().mean() > 10  # the network changes the photo (0-255 scale)
 
 
 def _make_video(path, frames: int = 12, size=(64, 48), fps: int = 12, audio: bool = True, pix_fmt="yuv420p"):
@@ -280,6 +332,10 @@ def _make_video(path, frames: int = 12, size=(64, 48), fps: int = 12, audio: boo
                 out.mux(packet)
 
 
+CODEC_TOLERANCE = 10.0  # mean absolute difference per frame (0-255): H.264 at its default quality, 4:2:0, 64x48 px
+# (measured: at most 6.6; a frame off by one in time is 19 or more away, an unstylized frame 100 or more)
+
+
 def _probe(path):
     import av
 
@@ -289,13 +345,37 @@ def _probe(path):
         return frames, (v.codec_context.width, v.codec_context.height), float(v.average_rate), len(c.streams.audio)
 
 
+def _frames(path) -> torch.Tensor:
+    import av
+
+    with av.open(str(path)) as c:
+        return torch.stack([torch.from_numpy(f.to_ndarray(format="rgb24")).permute(2, 0, 1) for f in c.decode(video=0)])
+
+
+def _audio_packets(path) -> list[tuple[int | None, bytes]]:
+    import av
+
+    with av.open(str(path)) as c:
+        return [(p.pts, bytes(p)) for p in c.demux(c.streams.audio[0]) if p.size]
+
+
 def test_video_round_trip_keeps_frames_size_rate_and_audio(trained, tmp_path):
     clip = tmp_path / "clip.mp4"
     _make_video(clip)
-    info = style.apply(trained, clip, tmp_path / "styled.mp4", batch=5, progress=False)
+    info = style.apply(trained, clip, tmp_path / "styled.mp4", batch=5, precision="fp32", progress=False)
     assert info["frames"] == 12 and info["audio"]
     assert _probe(tmp_path / "styled.mp4") == (12, (64, 48), 12.0, 1) == _probe(clip)
     assert not list(tmp_path.glob(".styled-*")), "no temporary file left behind"
+    # each frame is the network's output for the decoded source frame, up to H.264's loss
+    source, styled = _frames(clip), _frames(tmp_path / "styled.mp4")
+    expected = _forward(trained, source)
+    codec_error = (styled.float() - expected.float()).abs().mean(dim=(1, 2, 3))
+    changed = (expected.float() - source.float()).abs().mean(dim=(1, 2, 3))
+    assert codec_error.max() < CODEC_TOLERANCE, codec_error
+    assert changed.min() > 4 * CODEC_TOLERANCE, changed  # so that a copy of the source frames could not pass
+    # the audio is copied, never encoded again: the same packets, byte for byte
+    packets = _audio_packets(clip)
+    assert packets and _audio_packets(tmp_path / "styled.mp4") == packets
 
 
 @pytest.mark.parametrize("case, message", [
@@ -304,7 +384,7 @@ def test_video_round_trip_keeps_frames_size_rate_and_audio(trained, tmp_path):
     ("no-video-stream", "has no video stream"),
     ("bad-suffix", "must be a video file name"),
 ])
-def test_apply_bad_input_is_one_line(trained, tmp_path, case, message):
+def test_apply_bad_input_is_one_line(trained, tmp_path, case, message, capsys, monkeypatch):
     from safetensors.torch import save_file
 
     model, source, out = trained, tmp_path / "clip.mp4", tmp_path / "out.mp4"
@@ -328,10 +408,11 @@ def test_apply_bad_input_is_one_line(trained, tmp_path, case, message):
                 c.mux(packet)
     elif case == "bad-suffix":
         out = tmp_path / "out.txt"
-    proc = _cli("stylize", "apply", "--model", model, "--input", source, "--out", out, "--no-progress",
-                cwd=tmp_path)
-    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "pwned").exists()
+    monkeypatch.chdir(tmp_path)  # where an unpickled payload would write its file
+    code, _, err = run_cli(["stylize", "apply", "--model", model, "--input", source, "--out", out, "--no-progress"],
+                           capsys)
+    assert_one_line_error(code, err, message)
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_apply_refuses_to_overwrite_or_clash(trained, tmp_path):

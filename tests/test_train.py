@@ -1,5 +1,7 @@
 """Whole training runs on small data: run directory, resume, divergence, ablation grids."""
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -7,6 +9,7 @@ from safetensors.torch import load_file
 from cnnlab import ablate, config, evaluate, train
 from cnnlab.engine import Callback, TrainingDiverged
 from cnnlab.errors import UserError
+from conftest import assert_cell, read_table
 from test_resume import InterruptAt
 
 
@@ -81,8 +84,23 @@ def test_ablation_grid_compares_and_skips_finished_runs(tiny_overrides, tmp_path
     assert md.count("| fc-seed=") == 2 and md.count("| cnn-seed=") == 2
     assert "model.name=mlp" in md and "train.seed=1" in md and "36 %" in md
     assert (out / "comparison.png").is_file()
-    rows = (out / "comparison.csv").read_text().splitlines()
-    assert len(rows) == 5 and all("finished" in r for r in rows[1:])
+    # every row holds its own run's figures, read back from the run's summary.json
+    rows = read_table(out / "comparison.csv")
+    assert sorted(r["run"] for r in rows) == ["cnn-seed=0", "cnn-seed=1", "fc-seed=0", "fc-seed=1"]
+    summaries = {r["run"]: json.loads((out / r["run"] / "summary.json").read_text()) for r in rows}
+    for row in rows:
+        s = summaries[row["run"]]
+        assert row["status"] == "finished" and s["name"].endswith(row["run"])
+        for column in ("best_val_accuracy", "test_accuracy", "epochs"):
+            assert_cell(row[column], s[column])
+        assert_cell(row["minutes"], s["train_seconds"] / 60)
+        assert s["model"] == ("mlp" if row["run"].startswith("fc") else "cnn4")
+        assert f"train.seed={s['seed']}" in row["settings"]
+    ranked = sorted(rows, key=lambda r: int(r["val_rank"]))
+    assert [int(r["val_rank"]) for r in ranked] == [1, 2, 3, 4]
+    vals = [summaries[r["run"]]["best_val_accuracy"] for r in ranked]
+    assert vals == sorted(vals, reverse=True)
+    assert len({r["test_accuracy"] for r in rows}) > 1, "runs of different figures, so that a mixed-up row shows"
     capsys.readouterr()
     ablate(f, tmp_path / "abl")
     assert capsys.readouterr().out.count("finished, skipped") == 4

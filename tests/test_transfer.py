@@ -17,8 +17,10 @@ from cnnlab.config import DataConfig
 from cnnlab.data import folders, load
 from cnnlab.errors import UserError
 from cnnlab.models import create, surgery
-from conftest import SHARED_DATA
-from test_cli import assert_one_line_error, cnnlab
+from conftest import SHARED_DATA, assert_cell, read_table, split_accuracy
+from test_bad_input import assert_one_line_error as assert_error_line
+from test_bad_input import run as run_cli
+from test_cli import cnnlab
 
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 SCENES = SHARED_DATA / "scenes6"
@@ -213,7 +215,15 @@ def test_transfer_from_a_cifar_run_trains_only_the_new_classifier(fake_cifar_roo
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "t" / "summary.json").read_text())
     assert summary["kind"] == "transfer" and summary["classes"] == ["blue", "green", "red"]
-    assert summary["best_val_accuracy"] > 0.5 and summary["trainable"] == "head"
+    assert summary["trainable"] == "head"
+    # learned, judged on 60 photos no epoch was chosen on (chance: 1/3; more than 30 right by luck: p < 0.002)
+    held_out = tmp_path / "held-out"
+    for c, color in COLORS.items():
+        (held_out / c).mkdir(parents=True)
+        for i in range(20):
+            photo(held_out / c / f"{i}.png", color, 1000 + i)
+    held = evaluate(tmp_path / "t", data_path=str(held_out))
+    assert held["test_images"] == 60 and held["test_accuracy"] > 0.5, held["test_accuracy"]
     src, new = load_file(Path(source) / "best.safetensors"), load_file(tmp_path / "t" / "best.safetensors")
     assert new["classifier.fc2.weight"].shape == (3, 16)
     for k in src:
@@ -223,23 +233,53 @@ def test_transfer_from_a_cifar_run_trains_only_the_new_classifier(fake_cifar_roo
     assert cfg.model.name == "cnn4" and cfg.transfer.from_run == str(source)
 
 
-def test_features_run_extracts_once_and_trains_a_softmax_classifier(tmp_path):
-    root = imagefolder(tmp_path / "d")
-    common = ["--data", root, "--epochs", "20", "--no-progress", "--cache-dir", tmp_path / "cache",
-              "--val-fraction", "0.25"]
-    proc = cnnlab("features", *common, "--out", tmp_path / "f1", cwd=tmp_path)  # the preset found from anywhere
-    assert proc.returncode == 0, proc.stderr
-    first = json.loads((tmp_path / "f1" / "summary.json").read_text())
+@pytest.fixture(scope="module")
+def features_runs(tmp_path_factory):
+    """Two features runs on one small colour dataset, sharing one cache: f1 (the preset, 20 epochs), started from
+    another folder (the preset is found from anywhere), then f2 (a weak run: a tiny learning rate, 3 epochs),
+    which finds the features f1 extracted. Tests read them; what they write goes elsewhere."""
+    base = tmp_path_factory.mktemp("features")
+    root = imagefolder(base / "d")
+    common = ["--data", root, "--epochs", "20", "--no-progress", "--cache-dir", base / "cache", "--val-fraction",
+              "0.25"]
+    for name, extra in (("f1", []), ("f2", ["--lr", "0.00003", "--epochs", "3"])):
+        proc = cnnlab("features", *common, *extra, "--out", base / name, cwd=base)
+        assert proc.returncode == 0, proc.stderr
+    return base
+
+
+def test_features_run_extracts_once_and_trains_a_softmax_classifier(features_runs, tmp_path):
+    base = features_runs
+    first = json.loads((base / "f1" / "summary.json").read_text())
     assert first["kind"] == "features" and first["feature_cache"] == "miss" and first["decoded_images"] == 24
     assert first["feature_dimensions"] == 1280 and first["best_val_accuracy"] >= 0.8
-    assert first["val_accuracy"] == first["best_val_accuracy"]  # the interface's key: the kept weights' accuracy
-    proc = cnnlab("features", *common, "--out", tmp_path / "f2", "--lr", "0.003")
-    second = json.loads((tmp_path / "f2" / "summary.json").read_text())
+    # the interface's key is the kept weights' accuracy: best.safetensors evaluated again on the validation split
+    accuracy, images = split_accuracy(base / "f1", "val")
+    assert images == first["val_images"] == 6
+    assert first["val_accuracy"] == first["best_val_accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    second = json.loads((base / "f2" / "summary.json").read_text())
     assert second["feature_cache"] == "hit" and second["decoded_images"] == 0  # decoded and extracted nothing
-    weights = load_file(tmp_path / "f1" / "best.safetensors")
+    # `compare`'s table holds each run's own figures (a weak and a strong run, so that a mixed-up cell shows)
+    proc = cnnlab("compare", base / "f1", base / "f2", "--course", "--out", tmp_path / "cmp")
+    assert proc.returncode == 0 and "course: fine-tuning" in proc.stdout, proc.stderr
+    assert (tmp_path / "cmp" / "comparison.png").is_file()
+    rows = read_table(tmp_path / "cmp" / "comparison.csv")
+    assert [r["run"] for r in rows[:2]] == ["f1", "f2"] and len(rows) == 2 + 3  # the course's three rows follow
+    for row in rows[:2]:
+        s = json.loads((base / row["run"] / "summary.json").read_text())
+        for column, key in (("kind", "kind"), ("model", "model"), ("trainable", "trainable"), ("epochs", "epochs"),
+                            ("val_accuracy", "best_val_accuracy"), ("test_accuracy", "test_accuracy")):
+            assert_cell(row[column], s[key])
+        assert_cell(row["minutes"], s["train_seconds"] / 60)
+        assert row["data"] == "d" and row["source"] == str(base / row["run"])
+    assert rows[0]["val_accuracy"] != rows[1]["val_accuracy"], "two runs of different figures"
+    from cnnlab.report.compare import COURSE
+
+    assert [(r["run"], float(r["val_accuracy"])) for r in rows[2:]] == [(label, acc) for label, _, acc in COURSE]
+    weights = load_file(base / "f1" / "best.safetensors")
     assert set(weights) == {"weight", "bias"} and weights["weight"].shape == (3, 1280)
     # the whole model (backbone + this classifier) predicts images
-    preds = predict_images(tmp_path / "f1", [root / "red"], top_k=2)
+    preds = predict_images(base / "f1", [base / "d" / "red"], top_k=2)
     assert len(preds) == 8 and all(p["predictions"][0]["class_name"] == "red" for p in preds)
 
 
@@ -279,12 +319,8 @@ def test_kept_batch_norm_statistics_still_learn_scale_and_shift(tmp_path):
     assert not torch.equal(pretrained["_bn1.weight"], tuned["_bn1.weight"])
 
 
-def test_evaluate_on_other_data_matches_classes_by_name(fake_cifar_root, tmp_path):
-    root = imagefolder(tmp_path / "d")
-    run = tmp_path / "f"
-    proc = cnnlab("features", "--data", root, "--epochs", "10", "--no-progress", "--cache-dir", tmp_path / "cache",
-                  "--out", run)
-    assert proc.returncode == 0, proc.stderr
+def test_evaluate_on_other_data_matches_classes_by_name(features_runs, tmp_path, capsys):
+    run = features_runs / "f1"
     other = tmp_path / "other"
     for c, color in reversed(list(COLORS.items())):  # same classes, other images
         (other / c).mkdir(parents=True)
@@ -294,11 +330,8 @@ def test_evaluate_on_other_data_matches_classes_by_name(fake_cifar_root, tmp_pat
     assert ev["test_images"] == 9 and ev["test_accuracy"] >= 0.8 and ev["classes"] == ["blue", "green", "red"]
     (other / "purple").mkdir()
     photo(other / "purple" / "0.jpg", (150, 0, 150), 1)
-    proc = cnnlab("evaluate", run, "--data", other)
-    assert_one_line_error(proc, "has class 'purple' that the run does not know")
-    proc = cnnlab("compare", run, tmp_path / "f", "--course", "--out", tmp_path / "cmp")
-    assert proc.returncode == 0 and "course: fine-tuning" in proc.stdout
-    assert (tmp_path / "cmp" / "comparison.png").is_file()
+    assert_error_line(*run_cli(["evaluate", run, "--data", other], capsys)[::2],
+                      "has class 'purple' that the run does not know")
 
 
 def test_pretrained_features_separate_real_scenes(tmp_path):
@@ -307,18 +340,22 @@ def test_pretrained_features_separate_real_scenes(tmp_path):
     proc = cnnlab("features", "--data", SCENES, "--no-progress", "--cache-dir", tmp_path / "cache", "--out", out)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["layout"] == "terrassa" and summary["val_images"] == 180
-    assert summary["best_val_accuracy"] > 0.8
+    assert summary["layout"] == "terrassa" and summary["val_images"] == 180 and summary["test_images"] == 90
+    assert summary["best_val_accuracy"] > 0.8 and summary["test_accuracy"] > 0.8
+    # both figures are the kept weights' own: best.safetensors evaluated again on the split's features
+    for split, key in (("val", "val_accuracy"), ("test", "test_accuracy")):
+        accuracy, images = split_accuracy(out, split)
+        assert images == summary[f"{split}_images"] and summary[key] == pytest.approx(accuracy, abs=1e-6), split
 
 
-def test_bad_transfer_requests_are_one_line_errors(tmp_path):
-    proc = cnnlab("features", "--data", tmp_path / "nowhere", "--out", tmp_path / "r")
-    assert_one_line_error(proc, "nowhere does not exist")
-    proc = cnnlab("transfer", "--from", tmp_path, "--data", SCENES, "--out", tmp_path / "r")
-    assert_one_line_error(proc, "is not a trained cnnlab run directory")
-    proc = cnnlab("finetune", "--data", SCENES, "--trainable-layers", "_blocks.99", "--out", tmp_path / "r",
-                  "--cache-dir", tmp_path / "cache", "--epochs", "1")
-    assert_one_line_error(proc, "neither a number, 'all', 'head' nor a block")
+def test_bad_transfer_requests_are_one_line_errors(tmp_path, capsys):
+    assert_error_line(*run_cli(["features", "--data", tmp_path / "nowhere", "--out", tmp_path / "r"], capsys)[::2],
+                      "nowhere does not exist")
+    assert_error_line(*run_cli(["transfer", "--from", tmp_path, "--data", SCENES, "--out", tmp_path / "r"],
+                               capsys)[::2], "is not a trained cnnlab run directory")
+    assert_error_line(*run_cli(["finetune", "--data", SCENES, "--trainable-layers", "_blocks.99", "--out",
+                                tmp_path / "r", "--cache-dir", tmp_path / "cache", "--epochs", "1"], capsys)[::2],
+                      "neither a number, 'all', 'head' nor a block")
 
 
 # ------------------------------------------------------------------------------------------- fast extraction
@@ -379,24 +416,24 @@ def test_onnx_runtime_backend_gives_the_same_features_and_exports_once(tmp_path)
     assert onnx_file.stat().st_mtime_ns == stamp  # exported once, reused
 
 
-def test_finetuning_can_start_from_a_features_runs_classifier(tmp_path):
-    root = imagefolder(tmp_path / "d", per_class=4)
+def test_finetuning_can_start_from_a_features_runs_classifier(features_runs, tmp_path, capsys):
+    f1, root = features_runs / "f1", features_runs / "d"
     common = ["--data", root, "--no-progress", "--cache-dir", tmp_path / "cache", "--val-fraction", "0.25"]
-    assert cnnlab("features", *common, "--epochs", "5", "--out", tmp_path / "f").returncode == 0
-    proc = cnnlab("finetune", *common, "--epochs", "1", "--head-from", tmp_path / "f", "--out", tmp_path / "ft",
+    proc = cnnlab("finetune", *common, "--epochs", "1", "--head-from", f1, "--out", tmp_path / "ft",
                   "--trainable-layers", "head", "--head-epochs", "0", "optim.lr=1e-12", "train.batch_size=6",
                   "train.label_smoothing=0")
     assert proc.returncode == 0, proc.stderr
-    start, tuned = load_file(tmp_path / "f" / "best.safetensors"), load_file(tmp_path / "ft" / "best.safetensors")
+    start, tuned = load_file(f1 / "best.safetensors"), load_file(tmp_path / "ft" / "best.safetensors")
     assert torch.allclose(tuned["_fc.weight"], start["weight"], atol=1e-6)  # began at the features run's head
     assert torch.allclose(tuned["_fc.bias"], start["bias"], atol=1e-6)
-    proc = cnnlab("finetune", *common, "--epochs", "1", "--head-from", tmp_path / "ft", "--out", tmp_path / "x")
-    assert_one_line_error(proc, "is not a features run")
+    code, _, err = run_cli(["finetune", *common, "--epochs", "1", "--head-from", tmp_path / "ft", "--out",
+                            tmp_path / "x"], capsys)
+    assert_error_line(code, err, "is not a features run")
     other = imagefolder(tmp_path / "d2", per_class=4)
     (other / "red").rename(other / "rouge")
-    proc = cnnlab("finetune", "--data", other, "--epochs", "1", "--head-from", tmp_path / "f", "--out",
-                  tmp_path / "y", "--cache-dir", tmp_path / "cache")
-    assert_one_line_error(proc, "was trained on classes")
+    code, _, err = run_cli(["finetune", "--data", other, "--epochs", "1", "--head-from", f1, "--out", tmp_path / "y",
+                            "--cache-dir", tmp_path / "cache"], capsys)
+    assert_error_line(code, err, "was trained on classes")
 
 
 def test_transfer_runs_report_a_test_split_no_choice_saw(tmp_path):

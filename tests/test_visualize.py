@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnlab import config, models, train, visualize
+from cnnlab import models, visualize
 from cnnlab.config import OptimConfig, ScheduleConfig
 from cnnlab.data.images import read_image
 from cnnlab.engine import Trainer
@@ -16,6 +16,8 @@ from cnnlab.errors import UserError
 from cnnlab.models import Preprocess
 from cnnlab.visualize.attribution import Attributor, mass_inside
 from conftest import SHARED_DATA
+from test_bad_input import assert_one_line_error as assert_error
+from test_bad_input import run as run_cli
 from test_cli import assert_one_line_error, cnnlab
 
 PHOTOS = SHARED_DATA / "images" / "photos"
@@ -217,7 +219,7 @@ def test_bad_requests_are_one_line_errors(region_model, lite0, tmp_path):
 # ------------------------------------------------------------------------------------------- CLI
 
 
-def test_cli_attribution_and_filters(tmp_path, fake_cifar_root):
+def test_cli_attribution_and_filters(tmp_path, trained_classifier, capsys):
     out = tmp_path / "attr"
     proc = cnnlab("visualize", "attribution", PHOTOS / "chelsea.png", PHOTOS / "hot_dog.jpg", "--model",
                   "efficientnet_lite0", "--methods", "gradcam", "saliency", "--out", out)
@@ -229,21 +231,20 @@ def test_cli_attribution_and_filters(tmp_path, fake_cifar_root):
         assert probs == sorted(probs, reverse=True) and probs[-1] > 0 and sum(probs) <= 1 + 1e-6
     assert list(out.glob("*.png"))
 
-    run = tmp_path / "run"
-    cfg = config.resolve(None, {"data.root": str(fake_cifar_root), "data.val_size": 100, "train.epochs": 1,
-                                "model.widths": [8, 16], "model.fc_width": 16, "train.batch_size": 100,
-                                "train.progress": False, "out": str(run)})
-    train(cfg)
+    run = trained_classifier  # a finished cnn4 run (read only)
     proc = cnnlab("visualize", "filters", "--run", run, "--layer", "features.conv2", "--filters", "0-7",
                   "--steps", "16", "--out", tmp_path / "filters")
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "filters" / "filters_features_conv2.png").is_file()
-    proc = cnnlab("visualize", "filters", "--run", run, "--layer", "features.conv5", "--out", tmp_path / "f2")
-    assert_one_line_error(proc, "unknown layer 'features.conv5'", "features.conv4")
-    proc = cnnlab("visualize", "attribution", tmp_path / "run" / "config.yaml", "--run", run, "--out", tmp_path / "a")
-    assert_one_line_error(proc, "config.yaml is not an image file")
-    proc = cnnlab("visualize", "classes", "--run", run, "--classes", "12", "--out", tmp_path / "c")
-    assert_one_line_error(proc, "class index 12 is out of range")
+    # bad requests: one line each (the CLI in this process: torch is imported once)
+    for argv, fragments in (
+            (["filters", "--run", run, "--layer", "features.conv5", "--out", tmp_path / "f2"],
+             ("unknown layer 'features.conv5'", "features.conv4")),
+            (["attribution", run / "config.yaml", "--run", run, "--out", tmp_path / "a"],
+             ("config.yaml is not an image file",)),
+            (["classes", "--run", run, "--classes", "12", "--out", tmp_path / "c"], ("class index 12 is out of range",))):
+        code, _, err = run_cli(["visualize", *argv], capsys)
+        assert_error(code, err, *fragments)
 
 
 def test_octaves_and_pixel_parametrization_on_a_fully_convolutional_net(tmp_path):

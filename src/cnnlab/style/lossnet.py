@@ -19,6 +19,7 @@ module names (``_blocks.7``). The forward pass stops once the deepest requested 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,9 +77,10 @@ class _Enough(Exception):
 class LossNetwork(nn.Module):
     """features(images in [0, 1], [B, 3, H, W]) -> {layer: activations} at the content and style layers."""
 
-    def __init__(self, model: nn.Module, name: str, choice: LayerChoice):
+    def __init__(self, model: nn.Module, name: str, choice: LayerChoice, weights: str = "imagenet"):
         super().__init__()
         self.model, self.name, self.choice = model.eval().requires_grad_(False), name, choice
+        self.weights = weights  # what a summary records: "imagenet" (the model's own), a file, or "none"
         for module in model.modules():  # a captured output must not be overwritten by a later in-place ReLU
             if isinstance(module, (nn.ReLU, nn.ReLU6)) and module.inplace:
                 module.inplace = False
@@ -150,6 +152,9 @@ def build(name: str | None = None, weights: str | None = None, content_layers: S
                         f"ImageNet model of `cnnlab models`")
     if weights is None and name in VGG_WEIGHT_FILES and cached_vgg_weights(name):
         weights = str(cached_vgg_weights(name))
+    if weights == "none":  # allowed (timing, tests), but the loss then measures nothing a person would call style
+        print(f"warning: --weights none: the loss network {name} has random weights, so its features measure "
+              f"neither content nor style; the result is not a stylization", file=sys.stderr, flush=True)
     model = models.create(name, **({"weights": weights} if weights else {}))
     base = DEFAULTS.get(name)
     if base is None and (not content_layers or not style_layers):
@@ -160,4 +165,4 @@ def build(name: str | None = None, weights: str | None = None, content_layers: S
                          style=dict(style_layers or base.style),
                          smooth=base.smooth if smooth is None and base else bool(smooth), relative=relative,
                          notes=base.notes if base else "", aliases=aliases)
-    return LossNetwork(model, name, choice)
+    return LossNetwork(model, name, choice, weights or "imagenet")

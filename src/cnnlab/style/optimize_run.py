@@ -29,7 +29,7 @@ def _setup(device: str, threads: int | None, precision: str):
 
 
 def _loss_net_record(net: lossnet.LossNetwork) -> dict:
-    return {"name": net.name, "content_layers": net.content_layers, "style_layers": net.style_weights,
+    return {"name": net.name, "weights": net.weights, "content_layers": net.content_layers, "style_layers": net.style_weights,
             "smooth": net.choice.smooth, "relative": net.choice.relative, "notes": net.choice.notes}
 
 

@@ -22,7 +22,39 @@ def _run_as_command() -> bool:
     return first.replace("\\", "/").rsplit("/", 1)[-1] == "cnnlab"  # the console script
 
 
-try:  # torch and friends take seconds to import: Ctrl-C here is still one line for the command's user
+class _SigintDeferred:
+    """While a command imports torch, numpy and matplotlib (seconds), Ctrl-C is noted, not raised: a
+    KeyboardInterrupt inside a library's import can leave it half-initialized (a later import then fails
+    with an unrelated traceback instead of one line). The imports finish, then the command stops with one
+    line and exit code 130. Only for the `cnnlab` command: an import in a script or notebook is left alone."""
+
+    def __enter__(self):
+        import signal
+
+        self.caught = False
+        self.previous = None
+        if _run_as_command() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            try:
+                self.previous = signal.signal(signal.SIGINT, self._note)
+            except ValueError:  # not the main thread
+                self.previous = None
+        return self
+
+    def _note(self, signum, frame):
+        self.caught = True
+
+    def __exit__(self, kind, value, traceback):
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        if self.caught or (kind is KeyboardInterrupt and _run_as_command()):
+            print("cnnlab: interrupted", file=_sys.stderr)
+            raise SystemExit(130) from None
+        return False
+
+
+with _SigintDeferred():  # torch and friends take seconds to import: Ctrl-C here is still one line
     from .ablate import ablate
     from .classify import RunResult, evaluate, load_run_model, train
     from .config import Config
@@ -30,11 +62,6 @@ try:  # torch and friends take seconds to import: Ctrl-C here is still one line 
     from .errors import UserError
     from .models import create as create_model
     from .models import list_models
-except KeyboardInterrupt:
-    if not _run_as_command():
-        raise
-    print("cnnlab: interrupted", file=_sys.stderr)
-    raise SystemExit(130) from None
 
 __version__ = "0.1.0"
 

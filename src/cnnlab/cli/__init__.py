@@ -49,6 +49,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `cnnlab` command (argv None: this process's arguments); returns the exit code."""
+    try:
+        return _command(argv)
+    finally:
+        if argv is None:
+            _ignore_late_interrupts()
+
+
+def _ignore_late_interrupts() -> None:
+    """The command has ended and said how: a Ctrl-C during the interpreter's shutdown (torch's and the threads'
+    clean-up take a moment) would otherwise kill the process by the signal, without the one line and the exit
+    code it already chose. Only for the `cnnlab` command itself, never for a caller that imported main()."""
+    import signal
+
+    from .. import _run_as_command
+
+    if _run_as_command():
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        except ValueError:  # not the main thread
+            pass
+
+
+def _command(argv: list[str] | None) -> int:
     try:
         args = parse_args(argv)
     except KeyboardInterrupt:

@@ -170,28 +170,38 @@ def test_two_nodes_meet_through_the_c10d_rendezvous(tmp_path, fake_cifar_root):
     """The README's several-node launch, as two torchrun agents on this machine (one process each, the run
     directory on a file system both see): they meet at the rendezvous endpoint, train as one world of 2 and
     write the run once."""
+    import shutil
     import socket
 
-    with socket.socket() as probe:  # a free port for the rendezvous
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     out = tmp_path / "nodes"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     logs = [tmp_path / f"agent{i}.log" for i in range(2)]
-    agents = []
-    try:
-        for log in logs:
-            with open(log, "w") as sink:
-                agents.append(subprocess.Popen(
-                    [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
-                     "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "cnnlab-test",
-                     "-m", "cnnlab", "train", *map(str, COMMON), "--data-root", str(fake_cifar_root), "--out",
-                     str(out)], env=env, stdout=sink, stderr=subprocess.STDOUT))
-        codes = [agent.wait(timeout=300) for agent in agents]
-    finally:
-        for agent in agents:
-            if agent.poll() is None:
-                agent.kill()
+    # torch's elastic agent polls the c10d store while training and aborts its worker when one poll cannot
+    # connect (RendezvousConnectionError, seen once in about ten runs on this 2-core machine, in torch's
+    # monitoring loop, after the two agents had met). That is torch's store, not cnnlab: such a run is tried
+    # once more on a fresh port; any other failure fails the test at once.
+    for attempt in range(2):
+        with socket.socket() as probe:  # a free port for the rendezvous
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        shutil.rmtree(out, ignore_errors=True)
+        agents = []
+        try:
+            for log in logs:
+                with open(log, "w") as sink:
+                    agents.append(subprocess.Popen(
+                        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id",
+                         f"cnnlab-test-{attempt}", "-m", "cnnlab", "train", *map(str, COMMON), "--data-root",
+                         str(fake_cifar_root), "--out", str(out)], env=env, stdout=sink, stderr=subprocess.STDOUT))
+            codes = [agent.wait(timeout=300) for agent in agents]
+        finally:
+            for agent in agents:
+                if agent.poll() is None:
+                    agent.kill()
+        store_lost = any("RendezvousConnectionError" in log.read_text() for log in logs)
+        if codes == [0, 0] or not store_lost:
+            break
     assert codes == [0, 0], "\n".join(log.read_text()[-2000:] for log in logs)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["epochs"] == 2

@@ -306,3 +306,29 @@ def test_the_budget_of_a_command_counts_from_its_process_start():
         assert 0.3 < age < 600, age  # this pytest process has imported torch and collected tests by now
     else:
         assert age >= 0
+
+
+def test_the_course_shares_the_minutes_really_left_before_every_budgeted_step():
+    """Unused minutes reach every later step, the last one included; an overrun is taken from them, never
+    below their minimums; the report and the fixed steps keep their estimates."""
+    from cnnlab.course.plan import REPORT_MINUTES, RESERVE, START_MINUTES, Step, share
+
+    def steps():
+        return [Step("cnn", "task1", "", ["train", "{minutes}"], weight=4, min_minutes=0.8),
+                Step("filters", "task1", "", ["visualize"], min_minutes=0.3),
+                Step("finetune", "task3", "", ["finetune", "{minutes}"], weight=6, min_minutes=0.5),
+                Step("style", "task5", "", ["stylize", "{minutes}"], weight=8, min_minutes=0.6, overhead_minutes=0.3),
+                Step("apply", "task5", "", ["stylize"], min_minutes=0.3)]
+
+    planned = steps()
+    share(planned, 60)
+    fixed = sum(s.minutes + START_MINUTES for s in planned if not s.budgeted)
+    assert sum(s.minutes for s in planned if s.budgeted) + fixed + REPORT_MINUTES == pytest.approx(60 - 0.05 * 60)
+    assert RESERVE == 0.05 and planned[3].command() == ["stylize", f"{planned[3].minutes - 0.3:.2f}"]
+    early = steps()  # cnn and filters took 10 minutes instead of their share: the rest have more
+    share(early, 50, finished=["cnn", "filters"])
+    assert early[2].minutes > planned[2].minutes and early[3].minutes > planned[3].minutes  # the last one too
+    assert (early[2].minutes - 0.5) / (early[3].minutes - 0.6) == pytest.approx(6 / 8)  # beyond the minimums
+    late = steps()  # they overran: the later shares shrink, down to the minimums at most
+    share(late, 1.5, finished=["cnn", "filters"])
+    assert [late[2].minutes, late[3].minutes, late[4].minutes] == [0.5, 0.6, 0.3]

@@ -133,6 +133,19 @@ def test_too_small_a_budget_names_the_minimum():
                          low_res_step_seconds=None, eval_seconds_per_image=0.001, val_images=0, test_images=1000)
 
 
+def test_rows_inside_epochs_validate_a_subset_only_when_the_whole_split_costs_too_much():
+    cfg = config.resolve(CONFIGS / "course-cnn.yaml", {"train.budget_minutes": 3})
+    common = dict(elapsed_seconds=10.0, calibration_seconds=4.0, steps_per_epoch=88, step_seconds=0.7,
+                  low_res_step_seconds=None, val_images=5000, test_images=10000)
+    slow = budget.make_plan(cfg, eval_seconds_per_image=4e-4, **common)  # 2 s a validation, 3 epochs
+    assert slow.points_per_epoch > 1 and slow.rows >= 8 and budget.MIN_VALIDATION_SUBSET <= slow.val_subset < 5000
+    assert slow.validations == slow.rows and slow.anneal == "cosine" and slow.train_end_seconds < 180
+    cheap = budget.make_plan(cfg, eval_seconds_per_image=1e-5, **common)
+    assert cheap.points_per_epoch > 1 and cheap.val_subset == 0
+    recipe = config.resolve(CONFIGS / "course-cnn.yaml", {"train.budget_minutes": 3, "train.budget_schedule": "recipe"})
+    assert budget.make_plan(recipe, eval_seconds_per_image=1e-5, **common).anneal is None
+
+
 def fast_tiny(root, out, **extra):
     return config.resolve(CONFIGS / "fast89.yaml", {
         "data.root": str(root), "data.download": False, "model.widths": [8, 16, 16], "train.batch_size": 50,

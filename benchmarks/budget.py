@@ -3,6 +3,7 @@
     python benchmarks/budget.py                         # planned vs actual: course-cnn 3 min; mlp, cnn4, fastnet 1 min
     python benchmarks/budget.py --minutes 1 3 10        # every recipe at these budgets
     python benchmarks/budget.py --anneal 1 --seeds 0 1  # which annealing a budget gives constant-lr recipes
+    python benchmarks/budget.py --anneal 3 --variants constant default   # its effect at 3 minutes
     python benchmarks/budget.py --curve                 # test accuracy against budget, fast89 vs course-cnn
 
 Every run is a whole `cnnlab train --config CONFIG --minutes M` process, timed from outside (the budget covers
@@ -13,9 +14,10 @@ augmentation, RMSprop at a constant lr), `fastnet` the fast recipe (configs/fast
 
 Writes benchmarks/results/budget-time-<CPU class>.md (the default: planned vs actual seconds, share of the
 budget, steps planned and trained, re-plans, rows of metrics with a validation accuracy, accuracy),
-budget-anneal-<CPU class>.md (--anneal: the recipe's constant lr against linear and cosine annealing to 0,
-chosen on validation accuracy) and budget-<CPU class>.md/.png (--curve). Runs land in --out and are reused
-only for the same config text, overrides, seed and code version (CNNLAB_BENCH_ACCEPT_CODE: see _common.py).
+budget-anneal-<CPU class>.md (--anneal 1: the recipe's constant lr against linear and cosine annealing to 0,
+chosen on validation accuracy; budget-anneal-<M>min-<CPU class>.md at other budgets) and
+budget-<CPU class>.md/.png (--curve). Runs land in --out and are reused only for the same config text,
+overrides, seed and code version (CNNLAB_BENCH_ACCEPT_CODE: see _common.py).
 Run it alone on the machine: the figures are wall times.
 """
 
@@ -33,9 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPES = {"mlp": None, "cnn4": "course-cnn", "fastnet": "fast89"}  # mlp: written from the course's grid
 DEFAULT_RUNS = [("cnn4", 3), ("mlp", 1), ("cnn4", 1), ("fastnet", 1)]
 ANNEAL_VARIANTS = {  # the same lr (the recipe's) and length; only the curve differs
-    "constant (the recipe's)": ["train.budget_schedule=recipe"],
-    "linear to 0": ["schedule.name=linear", "schedule.final_factor=0", "train.budget_schedule=recipe"],
-    "cosine to 0": ["schedule.name=cosine", "schedule.final_factor=0", "train.budget_schedule=recipe"],
+    "constant": ("constant (the recipe's: train.budget_schedule=recipe)", ["train.budget_schedule=recipe"]),
+    "linear": ("linear to 0", ["schedule.name=linear", "schedule.final_factor=0", "train.budget_schedule=recipe"]),
+    "cosine": ("cosine to 0", ["schedule.name=cosine", "schedule.final_factor=0", "train.budget_schedule=recipe"]),
+    "default": ("the budget's default (train.budget_schedule=anneal)", []),  # the same runs as the default table
 }
 
 
@@ -116,6 +119,8 @@ def main() -> None:
                         "course-cnn 3, and mlp, cnn4, fastnet 1)")
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--anneal", type=float, metavar="M", help="the annealing study at M minutes (course-cnn)")
+    parser.add_argument("--variants", nargs="+", default=["constant", "linear", "cosine"],
+                        choices=list(ANNEAL_VARIANTS))
     parser.add_argument("--curve", action="store_true", help="test accuracy at 1, 2, 5, 10, 15 minutes")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench-budget"))
@@ -127,10 +132,11 @@ def main() -> None:
     banner = cpu_banner()
     print(banner, flush=True)
     if args.anneal:
-        results = {variant: [budget_run("cnn4", args.anneal, s, overrides, out, args.fresh,
-                                        f"-{variant.split()[0]}") for s in args.seeds]
-                   for variant, overrides in ANNEAL_VARIANTS.items()}
-        write("budget-anneal", f"Annealing under a {args.anneal:g}-minute budget", banner,
+        results = {ANNEAL_VARIANTS[v][0]: [budget_run("cnn4", args.anneal, s, ANNEAL_VARIANTS[v][1], out, args.fresh,
+                                                      "" if v == "default" else f"-{v}") for s in args.seeds]
+                   for v in args.variants}
+        stem = "budget-anneal" if args.anneal == 1 else f"budget-anneal-{args.anneal:g}min"
+        write(stem, f"Annealing under a {args.anneal:g}-minute budget", banner,
               "Written by `python benchmarks/budget.py --anneal M` (whole processes; the variants differ in the lr "
               "curve only; chosen on validation accuracy, test accuracy shown).\n\n" + anneal_table(results),
               results_dir)

@@ -133,6 +133,19 @@ def test_too_small_a_budget_names_the_minimum():
                          low_res_step_seconds=None, eval_seconds_per_image=0.001, val_images=0, test_images=1000)
 
 
+def test_rows_inside_epochs_validate_a_subset_only_when_the_whole_split_costs_too_much():
+    cfg = config.resolve(CONFIGS / "course-cnn.yaml", {"train.budget_minutes": 3})
+    common = dict(elapsed_seconds=10.0, calibration_seconds=4.0, steps_per_epoch=88, step_seconds=0.7,
+                  low_res_step_seconds=None, val_images=5000, test_images=10000)
+    slow = budget.make_plan(cfg, eval_seconds_per_image=4e-4, **common)  # 2 s a validation, 3 epochs
+    assert slow.points_per_epoch > 1 and slow.rows >= 8 and budget.MIN_VALIDATION_SUBSET <= slow.val_subset < 5000
+    assert slow.validations == slow.rows and slow.anneal == "cosine" and slow.train_end_seconds < 180
+    cheap = budget.make_plan(cfg, eval_seconds_per_image=1e-5, **common)
+    assert cheap.points_per_epoch > 1 and cheap.val_subset == 0
+    recipe = config.resolve(CONFIGS / "course-cnn.yaml", {"train.budget_minutes": 3, "train.budget_schedule": "recipe"})
+    assert budget.make_plan(recipe, eval_seconds_per_image=1e-5, **common).anneal is None
+
+
 def fast_tiny(root, out, **extra):
     return config.resolve(CONFIGS / "fast89.yaml", {
         "data.root": str(root), "data.download": False, "model.widths": [8, 16, 16], "train.batch_size": 50,
@@ -306,3 +319,29 @@ def test_the_budget_of_a_command_counts_from_its_process_start():
         assert 0.3 < age < 600, age  # this pytest process has imported torch and collected tests by now
     else:
         assert age >= 0
+
+
+def test_the_course_shares_the_minutes_really_left_before_every_budgeted_step():
+    """Unused minutes reach every later step, the last one included; an overrun is taken from them, never
+    below their minimums; the report and the fixed steps keep their estimates."""
+    from cnnlab.course.plan import REPORT_MINUTES, RESERVE, START_MINUTES, Step, share
+
+    def steps():
+        return [Step("cnn", "task1", "", ["train", "{minutes}"], weight=4, min_minutes=0.8),
+                Step("filters", "task1", "", ["visualize"], min_minutes=0.3),
+                Step("finetune", "task3", "", ["finetune", "{minutes}"], weight=6, min_minutes=0.5),
+                Step("style", "task5", "", ["stylize", "{minutes}"], weight=8, min_minutes=0.6, overhead_minutes=0.3),
+                Step("apply", "task5", "", ["stylize"], min_minutes=0.3)]
+
+    planned = steps()
+    share(planned, 60)
+    fixed = sum(s.minutes + START_MINUTES for s in planned if not s.budgeted)
+    assert sum(s.minutes for s in planned if s.budgeted) + fixed + REPORT_MINUTES == pytest.approx(60 - 0.05 * 60)
+    assert RESERVE == 0.05 and planned[3].command() == ["stylize", f"{planned[3].minutes - 0.3:.2f}"]
+    early = steps()  # cnn and filters took 10 minutes instead of their share: the rest have more
+    share(early, 50, finished=["cnn", "filters"])
+    assert early[2].minutes > planned[2].minutes and early[3].minutes > planned[3].minutes  # the last one too
+    assert (early[2].minutes - 0.5) / (early[3].minutes - 0.6) == pytest.approx(6 / 8)  # beyond the minimums
+    late = steps()  # they overran: the later shares shrink, down to the minimums at most
+    share(late, 1.5, finished=["cnn", "filters"])
+    assert [late[2].minutes, late[3].minutes, late[4].minutes] == [0.5, 0.6, 0.3]

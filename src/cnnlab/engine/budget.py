@@ -234,13 +234,14 @@ def make_plan(cfg: Config, *, elapsed_seconds: float, calibration_seconds: float
     train_end = budget - end_reserve - margin_seconds(budget)
     available = train_end - elapsed_seconds
     every_row = cfg.train.validate == "epoch" and val_images > 0
-    points = points_per_epoch(available / max(per_step, 1e-9) / steps_per_epoch, steps_per_epoch)
+    epochs_estimate = available / max(per_step, 1e-9) / steps_per_epoch  # the rows' cost not counted yet
+    points = points_per_epoch(epochs_estimate, steps_per_epoch)
     subset = 0
-    if every_row and points > 1:  # the rows inside epochs: validate a subset when all of it would cost too much
-        inner_rows = max(1, TARGET_ROWS - math.ceil(available / max(per_step, 1e-9) / steps_per_epoch))
+    if every_row and points > 1:  # the rows inside epochs validate a subset when all of it would cost too much
+        inner_rows = max(1, TARGET_ROWS - math.ceil(epochs_estimate))
         affordable = int(VALIDATION_SHARE * available / (inner_rows * max(eval_seconds_per_image, 1e-9)))
-        subset = 0 if affordable >= val_images else min(val_images, max(MIN_VALIDATION_SUBSET, affordable))
-        subset = 0 if subset >= val_images else subset
+        subset = max(MIN_VALIDATION_SUBSET, affordable) if affordable < val_images else 0
+        subset = subset if subset < val_images else 0
     rows = RowCosts(inner=ROW_OVERHEAD_SECONDS + ((subset or val_images) * eval_seconds_per_image if every_row else 0),
                     closing=ROW_OVERHEAD_SECONDS + validation_seconds)
     steps = plan_steps(available, steps_per_epoch, points, per_step, rows)

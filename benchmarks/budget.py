@@ -1,7 +1,7 @@
 """Time budgets: does a `cnnlab train --minutes M` process end in its minutes, and what does it reach?
 
     python benchmarks/budget.py                         # planned vs actual: course-cnn 3 min; mlp, cnn4, fastnet 1 min
-    python benchmarks/budget.py --minutes 1 3 10        # every recipe at these budgets
+    python benchmarks/budget.py --minutes 1 3 10        # every recipe at these budgets (budget-time-1-3-10min-*.md)
     python benchmarks/budget.py --anneal 1 --seeds 0 1  # which annealing a budget gives constant-lr recipes
     python benchmarks/budget.py --anneal 3 --variants constant default   # its effect at 3 minutes
     python benchmarks/budget.py --curve                 # test accuracy against budget, fast89 vs course-cnn
@@ -145,8 +145,11 @@ def main() -> None:
         return curve(args, out, results_dir, banner)
     plan = [(r, m) for m in args.minutes for r in args.recipes] if args.minutes else DEFAULT_RUNS
     results = [budget_run(recipe, minutes, s, [], out, args.fresh) for recipe, minutes in plan for s in args.seeds]
-    write("budget-time", "Time budgets: planned vs actual", banner,
-          "Written by `python benchmarks/budget.py` (whole `cnnlab train --minutes M` processes, timed from "
+    stem = "budget-time" if not args.minutes else "budget-time-" + "-".join(f"{m:g}" for m in args.minutes) + "min"
+    command = "python benchmarks/budget.py" + (" --minutes " + " ".join(f"{m:g}" for m in args.minutes)
+                                               if args.minutes else "")
+    write(stem, "Time budgets: planned vs actual", banner,
+          f"Written by `{command}` (whole `cnnlab train --minutes M` processes, timed from "
           "outside; planned s is the plan's own estimate of the whole process).\n\n" + time_table(results),
           results_dir)
 

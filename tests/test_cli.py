@@ -67,7 +67,7 @@ def test_missing_dataset(tmp_path):
 
 
 # The cases below run the CLI in this process (cnnlab.cli.main, as test_bad_input.py does): torch is imported once,
-# not once per case. The tests above and test_resume_with_changed_config_and_nan_loss run it as a process.
+# not once per case. The two tests above run it as a process, as a user does (exit code, stderr, one line).
 
 
 def test_offline_download_failure_is_one_line(tmp_path, capsys, monkeypatch):
@@ -130,9 +130,9 @@ def test_unwritable_output_directory(tmp_path, fake_cifar_root, capsys):
 
 def test_resume_with_changed_config_and_nan_loss(tmp_path, fake_cifar_root, capsys):
     out = tmp_path / "r"
-    proc = cnnlab("train", *TINY, "--data-root", fake_cifar_root, "--out", out, "--epochs", "1")
-    assert proc.returncode == 0, proc.stderr
-    # a finished run cannot be resumed; a changed config cannot resume either (in this process: no training)
+    code, _, err = run(["train", *TINY, "--data-root", fake_cifar_root, "--out", out, "--epochs", "1"], capsys)
+    assert code == 0, err
+    # a finished run cannot be resumed; a changed config cannot resume either
     code, _, err = run(["train", "--resume", out, "--data-root", fake_cifar_root], capsys)
     assert_error(code, err, "already finished")
     (out / "summary.json").unlink()
@@ -140,9 +140,9 @@ def test_resume_with_changed_config_and_nan_loss(tmp_path, fake_cifar_root, caps
                         "0.5"], capsys)
     assert_error(code, err, "cannot resume", "optim.lr")
     # NaN: an absurd learning rate diverges in the first epoch; the message says what was kept
-    proc = cnnlab("train", *TINY, "--data-root", fake_cifar_root, "--out", tmp_path / "nan", "--optimizer", "sgd",
-                  "--lr", "1e30", "--epochs", "2")
-    assert_one_line_error(proc, "loss became", "no epoch finished", "lower optim.lr")
+    code, _, err = run(["train", *TINY, "--data-root", fake_cifar_root, "--out", tmp_path / "nan", "--optimizer",
+                        "sgd", "--lr", "1e30", "--epochs", "2"], capsys)
+    assert_error(code, err, "loss became", "no epoch finished", "lower optim.lr")
     assert not (tmp_path / "nan" / "summary.json").exists()
 
 

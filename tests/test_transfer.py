@@ -265,23 +265,32 @@ def test_features_run_extracts_once_and_trains_a_softmax_classifier(features_run
     assert first["val_accuracy"] == first["best_val_accuracy"] == pytest.approx(accuracy, abs=1e-6)
     second = json.loads((base / "f2" / "summary.json").read_text())
     assert second["feature_cache"] == "hit" and second["decoded_images"] == 0  # decoded and extracted nothing
-    # `compare`'s table holds each run's own figures (a weak and a strong run, so that a mixed-up cell shows)
-    code, out, err = run_cli(["compare", base / "f1", base / "f2", "--course", "--out", tmp_path / "cmp"], capsys)
+    # `compare`'s table holds each run's own figures, read from its summary.json: a strong run, a weak one, and a
+    # copy of the weak one whose figures were changed to values no two columns share (a column read from the
+    # wrong key shows there even where real runs happen to have equal figures)
+    import shutil
+
+    shutil.copytree(base / "f2", tmp_path / "f3")
+    doctored = json.loads((tmp_path / "f3" / "summary.json").read_text())
+    doctored.update(best_val_accuracy=0.71, val_accuracy=0.71, final_val_accuracy=0.43, test_accuracy=0.29, epochs=7,
+                    train_seconds=90.0)
+    (tmp_path / "f3" / "summary.json").write_text(json.dumps(doctored))
+    runs = [base / "f1", base / "f2", tmp_path / "f3"]
+    code, out, err = run_cli(["compare", *runs, "--course", "--out", tmp_path / "cmp"], capsys)
     assert code == 0 and "course: fine-tuning" in out, err
     assert (tmp_path / "cmp" / "comparison.png").is_file()
     rows = read_table(tmp_path / "cmp" / "comparison.csv")
-    assert [r["run"] for r in rows[:2]] == ["f1", "f2"] and len(rows) == 2 + 3  # the course's three rows follow
-    for row in rows[:2]:
-        s = json.loads((base / row["run"] / "summary.json").read_text())
+    assert [r["run"] for r in rows[:3]] == ["f1", "f2", "f3"] and len(rows) == 3 + 3  # the course's rows follow
+    for row, run in zip(rows, runs):
+        s = json.loads((run / "summary.json").read_text())
         for column, key in (("kind", "kind"), ("model", "model"), ("trainable", "trainable"), ("epochs", "epochs"),
                             ("val_accuracy", "best_val_accuracy"), ("test_accuracy", "test_accuracy")):
             assert_cell(row[column], s[key])
         assert_cell(row["minutes"], s["train_seconds"] / 60)
-        assert row["data"] == "d" and row["source"] == str(base / row["run"])
-    assert rows[0]["val_accuracy"] != rows[1]["val_accuracy"], "two runs of different figures"
+        assert row["data"] == "d" and row["source"] == str(run)
     from cnnlab.report.compare import COURSE
 
-    assert [(r["run"], float(r["val_accuracy"])) for r in rows[2:]] == [(label, acc) for label, _, acc in COURSE]
+    assert [(r["run"], float(r["val_accuracy"])) for r in rows[3:]] == [(label, acc) for label, _, acc in COURSE]
     weights = load_file(base / "f1" / "best.safetensors")
     assert set(weights) == {"weight", "bias"} and weights["weight"].shape == (3, 1280)
     # the whole model (backbone + this classifier) predicts images

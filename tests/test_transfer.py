@@ -210,26 +210,28 @@ def test_heads_are_found_and_replaced_on_every_kind_of_network():
 def tiny_cifar_run(fake_cifar_root, out):
     cfg = config.resolve(None, {"data.root": str(fake_cifar_root), "data.download": False, "data.val_size": 100,
                                 "model.widths": [8, 16], "model.fc_width": 16, "model.batchnorm": True,
-                                "train.epochs": 1, "train.batch_size": 50, "train.progress": False, "out": str(out)})
+                                "train.epochs": 2, "train.batch_size": 50, "train.progress": False, "out": str(out)})
     return train(cfg).run_dir
 
 
 def test_transfer_from_a_cifar_run_trains_only_the_new_classifier(fake_cifar_root, tmp_path):
     source = tiny_cifar_run(fake_cifar_root, tmp_path / "cifar")
     root = imagefolder(tmp_path / "d")
+    # the preset's learning rate is for real datasets: on 13 training photos (one step an epoch) it barely moves
     assert cli_main(["transfer", "--from", source, "--data", root, "--epochs", "40", "--out", tmp_path / "t",
-                     "--no-progress", "--cache-dir", tmp_path / "cache", "--val-fraction", "0.25"]) == 0
+                     "--no-progress", "--cache-dir", tmp_path / "cache", "--val-fraction", "0.25", "--lr", "0.01"]) == 0
     summary = json.loads((tmp_path / "t" / "summary.json").read_text())
     assert summary["kind"] == "transfer" and summary["classes"] == ["blue", "green", "red"]
     assert summary["trainable"] == "head"
-    # learned, judged on 60 photos no epoch was chosen on (chance: 1/3; more than 30 right by luck: p < 0.002)
+    # learned, judged on 60 photos no epoch was chosen on (chance: 1/3; 49 or more right by luck: p < 1e-12;
+    # measured: 1.0 in fp32 and bf16)
     held_out = tmp_path / "held-out"
     for c, color in COLORS.items():
         (held_out / c).mkdir(parents=True)
         for i in range(20):
             photo(held_out / c / f"{i}.png", color, 1000 + i)
     held = evaluate(tmp_path / "t", data_path=str(held_out))
-    assert held["test_images"] == 60 and held["test_accuracy"] > 0.5, held["test_accuracy"]
+    assert held["test_images"] == 60 and held["test_accuracy"] > 0.8, held["test_accuracy"]
     src, new = load_file(Path(source) / "best.safetensors"), load_file(tmp_path / "t" / "best.safetensors")
     assert new["classifier.fc2.weight"].shape == (3, 16)
     for k in src:

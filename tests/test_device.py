@@ -9,7 +9,6 @@ from cnnlab import config, train
 from cnnlab.engine import device as device_mod
 from cnnlab.engine.device import cpu_class, cpu_flags, cpu_native_bf16, resolve_execution
 from cnnlab.errors import UserError
-from test_cli import cnnlab
 
 CPU = torch.device("cpu")
 X86_AVX2 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n"
@@ -75,11 +74,12 @@ def test_a_run_records_and_announces_its_choice(cpuinfo, expected, tiny_override
 def test_doctor_reports_the_choice_and_a_probe(capsys):
     from cnnlab.cli import main
 
-    proc = cnnlab("doctor", "--seconds", "0.5")
-    assert proc.returncode == 0, proc.stderr
-    assert "auto picks" in proc.stdout and "cpu capability" in proc.stdout and "probe" in proc.stdout
+    # in this process (torch is imported once)
+    assert main(["doctor", "--seconds", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "auto picks" in out and "cpu capability" in out and "probe" in out
     ex = resolve_execution(CPU)
-    assert f"auto picks       {ex.precision} + channels_last" in proc.stdout
-    assert main(["doctor", "--seconds", "0", "--json"]) == 0  # in this process: torch is imported once
+    assert f"auto picks       {ex.precision} + channels_last" in out
+    assert main(["doctor", "--seconds", "0", "--json"]) == 0
     facts = json.loads(capsys.readouterr().out)
     assert facts["auto_precision"] == ex.precision and facts["probe"] == [] and facts["threads"] >= 1

@@ -166,10 +166,12 @@ def test_the_fast_recipe_freezes_its_whitening_bias_under_torchrun(tmp_path, fak
     assert summary["world_size"] == 2 and summary["epochs"] == 3
 
 
-def test_two_nodes_meet_through_the_c10d_rendezvous(tmp_path, fake_cifar_root):
+def test_two_nodes_meet_through_the_c10d_rendezvous_and_stop_at_the_same_step(tmp_path, fake_cifar_root):
     """The README's several-node launch, as two torchrun agents on this machine (one process each, the run
     directory on a file system both see): they meet at the rendezvous endpoint, train as one world of 2 and
-    write the run once."""
+    write the run once. The run has a time limit (train.max_train_minutes) far below its 200 epochs: each rank
+    runs on its own clock, and without agreement one rank would wait forever in an all-reduce; they stop at
+    the same step (one launch checks both: a torchrun start costs seconds)."""
     import shutil
     import socket
 
@@ -192,8 +194,9 @@ def test_two_nodes_meet_through_the_c10d_rendezvous(tmp_path, fake_cifar_root):
                     agents.append(subprocess.Popen(
                         [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
                          "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id",
-                         f"cnnlab-test-{attempt}", "-m", "cnnlab", "train", *map(str, COMMON), "--data-root",
-                         str(fake_cifar_root), "--out", str(out)], env=env, stdout=sink, stderr=subprocess.STDOUT))
+                         f"cnnlab-test-{attempt}", "-m", "cnnlab", "train", *map(str, COMMON), "--epochs", "200",
+                         "train.max_train_minutes=0.02", "--data-root", str(fake_cifar_root), "--out", str(out)],
+                        env=env, stdout=sink, stderr=subprocess.STDOUT))
             codes = [agent.wait(timeout=300) for agent in agents]
         finally:
             for agent in agents:
@@ -204,18 +207,8 @@ def test_two_nodes_meet_through_the_c10d_rendezvous(tmp_path, fake_cifar_root):
             break
     assert codes == [0, 0], "\n".join(log.read_text()[-2000:] for log in logs)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["world_size"] == 2 and summary["epochs"] == 2
-    assert len((out / "metrics.csv").read_text().strip().splitlines()) == 1 + 2
-
-
-def test_a_time_limit_stops_every_rank_at_the_same_step(tmp_path, fake_cifar_root):
-    """Each rank runs on its own clock; without agreement one rank would wait forever in an all-reduce."""
-    out = tmp_path / "capped"
-    proc = torchrun([*COMMON, "--epochs", "200", "train.max_train_minutes=0.02", "--data-root", fake_cifar_root,
-                     "--out", out], timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["epochs"] < 200 and "time" in summary["stop_reason"]
+    assert summary["world_size"] == 2 and 1 <= summary["epochs"] < 200 and "time" in summary["stop_reason"]
+    assert len((out / "metrics.csv").read_text().strip().splitlines()) == 1 + summary["epochs"]  # written once
 
 
 def test_each_rank_resumes_its_own_random_state(tiny_overrides, tmp_path, monkeypatch):

@@ -232,11 +232,11 @@ def test_cli_attribution_and_filters(tmp_path, trained_classifier, capsys):
     assert list(out.glob("*.png"))
 
     run = trained_classifier  # a finished cnn4 run (read only)
-    proc = cnnlab("visualize", "filters", "--run", run, "--layer", "features.conv2", "--filters", "0-7",
-                  "--steps", "16", "--out", tmp_path / "filters")
-    assert proc.returncode == 0, proc.stderr
+    # the CLI in this process from here on (torch imported once); bad requests are one line each
+    code, _, err = run_cli(["visualize", "filters", "--run", run, "--layer", "features.conv2", "--filters", "0-7",
+                            "--steps", "16", "--out", tmp_path / "filters"], capsys)
+    assert code == 0, err
     assert (tmp_path / "filters" / "filters_features_conv2.png").is_file()
-    # bad requests: one line each (the CLI in this process: torch is imported once)
     for argv, fragments in (
             (["filters", "--run", run, "--layer", "features.conv5", "--out", tmp_path / "f2"],
              ("unknown layer 'features.conv5'", "features.conv4")),

@@ -242,7 +242,8 @@ def test_cli_attribution_and_filters(tmp_path, trained_classifier, capsys):
              ("unknown layer 'features.conv5'", "features.conv4")),
             (["attribution", run / "config.yaml", "--run", run, "--out", tmp_path / "a"],
              ("config.yaml is not an image file",)),
-            (["classes", "--run", run, "--classes", "12", "--out", tmp_path / "c"], ("class index 12 is out of range",))):
+            (["classes", "--run", run, "--classes", "12", "--out", tmp_path / "c"],
+             ("class index 12 is out of range",))):
         code, _, err = run_cli(["visualize", *argv], capsys)
         assert_error(code, err, *fragments)
 

@@ -29,8 +29,9 @@ def _setup(device: str, threads: int | None, precision: str):
 
 
 def _loss_net_record(net: lossnet.LossNetwork) -> dict:
-    return {"name": net.name, "weights": net.weights, "content_layers": net.content_layers, "style_layers": net.style_weights,
-            "smooth": net.choice.smooth, "relative": net.choice.relative, "notes": net.choice.notes}
+    return {"name": net.name, "weights": net.weights, "content_layers": net.content_layers,
+            "style_layers": net.style_weights, "smooth": net.choice.smooth, "relative": net.choice.relative,
+            "notes": net.choice.notes}
 
 
 def optimize(content: str | Path, styles: Sequence[str | Path], out: str | Path,

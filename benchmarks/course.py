@@ -70,9 +70,12 @@ def results(out: Path) -> str:
     rows = []
     for task in ("task1", "task2", "task3", "task4", "task5"):
         for key, entry in course.get(task, {}).items():  # a course stopped part-way has fewer
-            metric = next((k for k in entry if k not in ("published", "run", "conditions", "budget_minutes")),
+            metric = next((k for k in entry if k not in ("published", "run", "conditions", "budget_minutes",
+                                                   "published_is")),
                           "figure")
+            test = entry.get("test_accuracy") if metric != "test_accuracy" else None  # tasks 2-4: the carved test split
             rows.append([task, f"{key}.{metric}", cell(entry.get(metric), metric), cell(entry.get("published"), metric),
+                         cell(test, "test_accuracy") if test is not None else "",
                          entry.get("run", ""), entry.get("budget_minutes", ""), entry.get("conditions", "")])
     data, run = course["data"], course["run"]
     lines = [f"# `cnnlab course --minutes {run['minutes']:g}`", "",
@@ -87,7 +90,8 @@ def results(out: Path) -> str:
               "Whole process: wall time not recorded (a run from before benchmarks/course.py recorded it)")
              + (f" (exit code {code})." if code is not None else "."),
              f"The course's own timer (its steps only): {run['seconds'] / 60:.1f} minutes.", "",
-             table(["task", "figure", "cnnlab", "course (published)", "run", "budget (min)", "conditions"], rows),
+             table(["task", "figure", "cnnlab", "course (published)", "cnnlab test (tasks 2-4: chosen on val, measured once)",
+                    "run", "budget (min)", "conditions"], rows),
              "", f"Protocol: {run['protocol']}"]
     start = next((i for i, line in enumerate(text) if line.startswith("total time:")), None)
     if start is not None:

@@ -148,6 +148,10 @@ def test_a_newer_schema_version_is_a_one_line_error(tmp_path):
 def test_run_meta_round_trips_through_weights_metadata():
     meta = runs.RunMeta(("cat", "dog"), (3, 32, 32), (0.5, 0.4, 0.3), (0.2, 0.2, 0.2), epoch=3)
     assert runs.RunMeta.from_metadata(meta.to_metadata()) == meta
+    # a time budget validates inside epochs: its best weights may come from epoch 3.3864 (evaluate and
+    # `transfer --from` once refused such a run as one without metadata)
+    inside = runs.RunMeta(("cat", "dog"), (3, 32, 32), (0.5,) * 3, (0.2,) * 3, epoch=3.3864)
+    assert runs.RunMeta.from_metadata(inside.to_metadata()).epoch == 3.3864
     assert meta.view().crop == meta.view().resize == 32 and meta.view().mean == (0.5, 0.4, 0.3)
     backbone = runs.RunMeta(("a",), (3, 224, 224), (0.5,) * 3, (0.5,) * 3, resize=256)  # resize, then crop
     assert runs.RunMeta.from_metadata(backbone.to_metadata()).view().resize == 256

@@ -25,8 +25,9 @@ class RunMeta:
     """(channels, height, width) the network takes."""
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    epoch: int | None = None
-    """The epoch the weights are from (best validation epoch, else the last)."""
+    epoch: float | None = None
+    """The epoch the weights are from (best validation epoch, else the last); fractional where a time budget
+    validates inside epochs (3.3864: the row written after 0.3864 of the fourth epoch)."""
     resize: int | None = None
     """The shorter side a photo is resized to before its center crop to the input side (an ImageNet backbone's
     256 for 224); None: straight to the input side (CIFAR networks, and runs written before it was stored)."""
@@ -62,7 +63,7 @@ class RunMeta:
                        image_shape=tuple(int(v) for v in json.loads(meta["image_shape"])),  # type: ignore[arg-type]
                        mean=tuple(float(v) for v in json.loads(meta["mean"])),
                        std=tuple(float(v) for v in json.loads(meta["std"])),
-                       epoch=int(meta["epoch"]) if meta.get("epoch") else None,
+                       epoch=_epoch(meta["epoch"]) if meta.get("epoch") else None,
                        resize=int(meta["resize"]) if meta.get("resize") else None)
         except (KeyError, ValueError, TypeError):
             raise UserError(f"{where} lacks cnnlab's classifier metadata (classes, image shape, normalization); "
@@ -73,3 +74,9 @@ class RunMeta:
         """The metadata of a run's weights (best.safetensors by default)."""
         run = folder if isinstance(folder, RunDir) else RunDir(folder)
         return cls.from_metadata(run.weights_metadata(name), str(run / name))
+
+
+def _epoch(text: str) -> int | float:
+    """'3' -> 3 and '3.3864' -> 3.3864: whole epochs stay ints, as they were written."""
+    value = float(text)
+    return int(value) if value.is_integer() else value

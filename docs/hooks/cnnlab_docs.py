@@ -4,7 +4,8 @@
   sub-command and option with its usage line and help. A flag added to a parser is in the next build.
 - Benchmark figures are read from ``benchmarks/results/`` at build time, never copied into a page: a page says
   ``<!-- results: NAME.md -->`` where a results file's tables go (the file's title, conditions and tables, in a box
-  that names the file), ``<!-- results-image: NAME.jpg | alt text -->`` for one of its pictures, and
+  that names the file; a glob, ``<!-- results: demo-*.md -->``, includes every matching file, one per CPU class,
+  and says so when none exists yet), ``<!-- results-image: NAME.jpg | alt text -->`` for one of its pictures, and
   ``<!-- results-index -->`` for the list of every results file. The pictures are copied into the site under
   ``results/``.
 - ``<!-- results-rest -->`` includes every results file that no page includes by name, so a new file shows up in
@@ -18,6 +19,7 @@ The functions below are plain (no MkDocs import at module level): tests/test_doc
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 import posixpath
 import re
@@ -137,6 +139,22 @@ def results_title(path: Path) -> str:
     return ""
 
 
+def results_matching(pattern: str) -> list[str]:
+    """The results files a marker names: one file, or every file a glob matches (sorted)."""
+    if "/" in pattern or not pattern.endswith(".md"):
+        raise ValueError(f"<!-- results: {pattern} -->: name a file in benchmarks/results/ (NAME.md or a glob)")
+    if any(c in pattern for c in "*?["):
+        return [p.name for p in results_files() if fnmatch.fnmatch(p.name, pattern)]
+    return [pattern]
+
+
+def results_blocks(pattern: str) -> str:
+    names = results_matching(pattern)
+    if not names:
+        return f"*No results file `benchmarks/results/{pattern}` yet: the script named above writes it.*\n"
+    return "\n".join(results_block(name) for name in names)
+
+
 def results_block(name: str) -> str:
     """A results file as a box that names it: its title, conditions, notes and tables, headings as bold lines.
 
@@ -193,7 +211,7 @@ def included_by_pages(docs_dir: Path) -> set[str]:
     for page in Path(docs_dir).rglob("*.md"):
         for kind, arg in MARKER.findall(page.read_text(encoding="utf-8")):
             if kind == "results":
-                names.add(arg)
+                names.update(results_matching(arg))
     return names
 
 
@@ -209,7 +227,7 @@ def expand_markers(markdown: str, page_src: str, docs_dir: Path | None = None) -
     def replace(match: re.Match) -> str:
         kind, arg = match.group(1), match.group(2)
         if kind == "results":
-            return results_block(arg)
+            return results_blocks(arg)
         if kind == "results-image":
             return results_image(arg, page_src)
         if kind == "notebook":

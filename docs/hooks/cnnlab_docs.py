@@ -188,12 +188,17 @@ def results_image(spec: str, page_src: str) -> str:
     return f"![{alt or name}]({link})\n\n*`benchmarks/results/{name}`*\n"
 
 
-def results_index() -> str:
-    lines = ["| results file | what it holds |", "| --- | --- |"]
+def results_index(docs_dir: Path, page_src: str) -> str:
+    """Every results file, its title, and the page that shows it."""
+    shown = included_by_pages(docs_dir)
+    lines = ["| results file | what it holds | shown on |", "| --- | --- | --- |"]
     for path in results_files():
         title = results_title(path) or next((line.lstrip("# ") for line in path.read_text(encoding="utf-8")
                                              .splitlines() if line.startswith("## ")), "")
-        lines.append(f"| `benchmarks/results/{path.name}` | {_md_escape(title)} |")
+        page = shown.get(path.name)
+        where = f"[{Path(page).stem}]({posixpath.relpath(page, posixpath.dirname(page_src) or '.')})" if page else \
+            "[below](#results-files-no-page-shows-yet)"
+        lines.append(f"| `benchmarks/results/{path.name}` | {_md_escape(title)} | {where} |")
     return "\n".join(lines) + "\n"
 
 
@@ -205,14 +210,15 @@ def notebook_link(number: str, page_src: str, docs_dir: Path) -> str:
     return f"[notebook `{posixpath.basename(matches[0])}`]({link})"
 
 
-def included_by_pages(docs_dir: Path) -> set[str]:
-    """The results files some page of the site includes by name."""
-    names = set()
-    for page in Path(docs_dir).rglob("*.md"):
+def included_by_pages(docs_dir: Path) -> dict[str, str]:
+    """The results files some page of the site includes: file name -> that page's path in the docs."""
+    shown: dict[str, str] = {}
+    for page in sorted(Path(docs_dir).rglob("*.md")):
         for kind, arg in MARKER.findall(page.read_text(encoding="utf-8")):
             if kind == "results":
-                names.update(results_matching(arg))
-    return names
+                for name in results_matching(arg):
+                    shown.setdefault(name, page.relative_to(docs_dir).as_posix())
+    return shown
 
 
 def results_rest(docs_dir: Path) -> str:
@@ -234,7 +240,7 @@ def expand_markers(markdown: str, page_src: str, docs_dir: Path | None = None) -
             return notebook_link(arg, page_src, docs_dir or ROOT / "docs")
         if kind == "results-rest":
             return results_rest(docs_dir or ROOT / "docs")
-        return results_index()
+        return results_index(docs_dir or ROOT / "docs", page_src)
     return MARKER.sub(replace, markdown)
 
 

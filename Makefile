@@ -51,3 +51,14 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache test-artifacts
+
+# The docs site in site/ (MkDocs + Material; open site/index.html): the five notebooks executed into
+# docs/notebooks/ (one that fails to run fails this), then `mkdocs build --strict` (any warning fails it). The CLI
+# reference and the benchmark tables are generated at build time (docs/hooks/cnnlab_docs.py); screenshots of a few
+# pages go to test-artifacts/docs/ where Chromium is installed (scripts/screenshot_docs.py).
+.PHONY: docs
+docs: $(STAMP)
+	rm -rf docs/notebooks
+	$(BIN)/python scripts/execute_notebooks.py --out docs/notebooks
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --site-dir site
+	$(BIN)/python scripts/screenshot_docs.py

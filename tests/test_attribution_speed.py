@@ -113,7 +113,7 @@ def test_a_cam_runs_no_graph_below_its_layer_and_saliency_no_weight_gradients():
         p.register_hook(lambda g, name=name: touched.append(name))
     with Attributor(model, None, ["saliency", "smoothgrad"]) as attributor:
         attributor(x, targets)
-    assert touched == []  # no weight gradient of the caller's parameters was asked for
+    assert touched == []  # no weight gradient was asked for
 
 
 def test_a_layer_that_runs_twice_is_left_to_the_package():

@@ -4,7 +4,7 @@ The CAM family (Grad-CAM, Grad-CAM++, Score-CAM, Eigen-CAM, LayerCAM, XGrad-CAM)
 ``grad-cam`` package (pytorch-grad-cam): its classes turn a target layer's activations and gradients into
 maps. This module picks the target layer, batches the images and computes those activations and gradients
 itself, at about a third of the package's cost (benchmarks/visualize.py), and with the caller's model
-left as it was (``requires_grad`` flags, ``.grad``, train/eval mode, hooks, memory format):
+left as it was (``requires_grad`` flags, ``.grad``, train/eval mode, hooks):
 
 - A CAM needs gradients only from the logits down to its target layer. The package runs the whole network
   with a graph and back-propagates through all of it, computing every weight gradient; here the layers
@@ -12,15 +12,13 @@ left as it was (``requires_grad`` flags, ``.grad``, train/eval mode, hooks, memo
   and ``torch.autograd.grad`` asks for that leaf's gradient alone. One such pass serves every requested
   CAM method of a batch (the package does one forward and backward pass per method).
 - Saliency needs only the input's gradient: ``torch.autograd.grad`` with respect to the input, which makes
-  autograd skip every weight gradient and leaves ``.grad`` untouched; it runs on a private channels_last
-  copy of the model (made once per Attributor), which back-propagates to the input faster on a CPU.
+  autograd skip every weight gradient and leaves ``.grad`` untouched.
 
 Every method returns maps [N, H, W] in [0, 1] at the input's resolution.
 """
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -166,7 +164,6 @@ class Attributor:
         self.precision = precision
         self.cams = {}
         self._float_hook = None
-        self._gradient_model: nn.Module | None = None
         needs_cam = [m for m in self.methods if m in CAM_METHODS]
         if needs_cam and layer is None:
             raise UserError("class activation maps need a convolutional target layer; none was found")
@@ -185,28 +182,12 @@ class Attributor:
         autocast = torch.autocast(device.type, dtype=torch.bfloat16) if self.precision == "bf16" else nullcontext()
         with autocast:
             for m in self.methods:
-                if m in GRADIENT_METHODS:
-                    model, xs = self._for_input_gradients(x)
-                    out[m] = (saliency if m == "saliency" else smoothgrad)(model, xs, targets)
+                if m == "saliency":
+                    out[m] = saliency(self.model, x, targets)
+                elif m == "smoothgrad":
+                    out[m] = smoothgrad(self.model, x, targets)
             out.update(self._cams(x, targets))
         return {m: out[m].float().cpu() for m in self.methods}
-
-    def _for_input_gradients(self, x: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
-        """The model and input that saliency and SmoothGrad differentiate: a private copy of the model in
-        channels_last memory format with frozen parameters, made once (back-propagating to the input runs about
-        a tenth faster in channels_last on a CPU, and the copy spares the caller's model any change), or the
-        model itself where it cannot be copied."""
-        if self._gradient_model is None:
-            try:
-                work = copy.deepcopy(self.model).to(memory_format=torch.channels_last)
-                for p in work.parameters():
-                    p.requires_grad_(False)
-                self._gradient_model = work
-            except (TypeError, RuntimeError, copy.Error):
-                self._gradient_model = self.model
-        if self._gradient_model is self.model or x.dim() != 4:
-            return self.model, x
-        return self._gradient_model, x.contiguous(memory_format=torch.channels_last)
 
     def _cams(self, x: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every requested CAM of the batch from one layer_pass (with gradients when a method uses them)."""
@@ -237,7 +218,6 @@ class Attributor:
             self._float_hook.remove()
             self._float_hook = None
         self.cams.clear()
-        self._gradient_model = None
         for module, training in self._modes:
             module.training = training
 

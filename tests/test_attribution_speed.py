@@ -31,13 +31,16 @@ def package_maps(model, layer, method, x, targets):
 
 
 def textbook_saliency(model, x, targets):
-    """The input requires grad, backward() from the target logit: every weight gradient computed too."""
-    x = x.detach().clone().requires_grad_(True)
-    model(x)[torch.arange(len(x)), targets].sum().backward()
+    """One image at a time, the input requires grad, backward() from the target logit: every weight gradient
+    is computed too."""
+    maps = []
+    for image, t in zip(x, targets):
+        image = image.unsqueeze(0).clone().requires_grad_(True)
+        model(image)[0, int(t)].backward()
+        g = image.grad.abs().amax(1)[0]
+        maps.append((g - g.min()) / (g.max() - g.min()).clamp(min=1e-12))
     model.zero_grad(set_to_none=True)
-    g = x.grad.abs().amax(1)
-    low, high = g.flatten(1).min(1).values.view(-1, 1, 1), g.flatten(1).max(1).values.view(-1, 1, 1)
-    return (g - low) / (high - low).clamp(min=1e-12)
+    return torch.stack(maps)
 
 
 def subject(name):

@@ -89,7 +89,7 @@ def test_a_resumed_run_appends_and_drops_the_rows_it_logs_again(tmp_path, tiny_o
 
     with monkeypatch.context() as m:
         m.setattr(RunRecorder, "on_epoch_end", die_before_checkpointing_epoch_2)
-        with pytest.raises(Interrupted, match="after 1 finished epochs"):
+        with pytest.raises(Interrupted, match="continue with: cnnlab train --resume"):
             train(cfg)
     first = sorted((out / FOLDER).iterdir())
     assert len(first) == 1 and [e.step for e in events(out).Scalars("loss/train")] == [8, 16]

@@ -12,8 +12,8 @@ Classifier training (train, features, finetune, transfer) and style-network trai
 It owns the run folder and its checks (a new run never overwrites one; a resumed run must exist, be unfinished
 and be of this kind; a run killed before its first epoch ended starts again), where and how the run computes,
 the recording callbacks (metrics.csv, best weights, checkpoint, the epoch line, TensorBoard logs when asked),
-the Ctrl-C and NaN messages with the command that resumes, environment.json and summary.json. What may change when a run is resumed is
-declared once, in config.RESUME_CHANGEABLE, and applied by the caller's settings loader.
+the Ctrl-C and NaN messages with the command that resumes, environment.json and summary.json. What may change
+when a run is resumed is declared once, in config.RESUME_CHANGEABLE, and applied by the caller's settings loader.
 """
 
 from __future__ import annotations

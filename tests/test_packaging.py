@@ -10,6 +10,10 @@ src/*.egg-info could otherwise carry stale files into them.
 The fresh venv gets the dependencies (torch and the rest, gigabytes) from the running interpreter's
 site-packages through a .pth file: a plain path line, which puts that folder on sys.path without running its
 .pth files, so the checkout's editable install stays inactive and `import cnnlab` finds only the wheel's copy.
+
+What pip reads from the wheel is checked too: no dependency pinned to one version (a user's torch stays as it
+is; the exact versions are requirements/lock.txt's, for `make venv`), and the lock holds every declared
+dependency at a version its range accepts.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# The exact versions the venv gets (pip constraints); the package itself asks only for ranges (pyproject.toml).
+LOCK   := requirements/lock.txt
 
 # Our machines and CI keep real data beside the checkout; elsewhere cnnlab uses ~/.cache/cnnlab.
 SHARED_DATA := $(abspath ../shared/data)
@@ -14,11 +16,18 @@ endif
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[dev]'
 	touch $(STAMP)
+
+# $(LOCK) rewritten from the venv as it is now, its header kept: after installing a changed dependency.
+.PHONY: lock
+lock:
+	{ sed -n '/^#/!q;p' $(LOCK); $(BIN)/python -m pip freeze --all --exclude-editable | grep -v '^pip=='; } \
+		> $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
 
 # The course CNN with a 2-minute budget, then its HTML report (the path is printed last).
 demo: $(STAMP)

@@ -10,10 +10,15 @@ src/*.egg-info could otherwise carry stale files into them.
 The fresh venv gets the dependencies (torch and the rest, gigabytes) from the running interpreter's
 site-packages through a .pth file: a plain path line, which puts that folder on sys.path without running its
 .pth files, so the checkout's editable install stays inactive and `import cnnlab` finds only the wheel's copy.
+
+What pip reads from the wheel is checked too: no dependency pinned to one version (a user's torch stays as it
+is; the exact versions are requirements/lock.txt's, for `make venv`), and the lock holds every declared
+dependency at a version its range accepts.
 """
 
 from __future__ import annotations
 
+import email.parser
 import json
 import os
 import shutil
@@ -31,6 +36,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+LOCK = ROOT / "requirements" / "lock.txt"
 PACKAGE = ROOT / "src" / "cnnlab"
 TOP_LEVEL = ("pyproject.toml", "README.md", "LICENSE", "MANIFEST.in", "setup.py", "setup.cfg")  # where present
 NOT_SHIPPED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
@@ -98,6 +104,55 @@ def test_the_wheel_and_the_sdist_hold_every_package_file(dists, kind):
     missing = [f for f in wanted if f not in _members(kind, dists[kind])]
     assert not missing, (f"the {kind} lacks {missing}: add a pattern for each to [tool.setuptools.package-data] in "
                          f"pyproject.toml (a module: give its folder an __init__.py; a stray file: remove it)")
+
+
+def _metadata(wheel: Path) -> email.message.Message:
+    """The wheel's METADATA: what pip reads to decide what to install beside it."""
+    with zipfile.ZipFile(wheel) as whl:
+        name = next(n for n in whl.namelist() if n.endswith(".dist-info/METADATA"))
+        return email.parser.BytesParser().parsebytes(whl.read(name))
+
+
+def _requirements(wheel: Path) -> list:
+    from packaging.requirements import Requirement
+
+    return [Requirement(r) for r in _metadata(wheel).get_all("Requires-Dist") or []]
+
+
+def test_the_wheel_pins_no_dependency_to_one_version(dists):
+    """Installed into a user's environment, cnnlab must take the torch that is there (a range), not replace it
+    with ours (gigabytes) or fail: the exact versions belong to requirements/lock.txt, for `make venv`."""
+    requirements = _requirements(dists["wheel"])
+    pinned = [str(r) for r in requirements if any(s.operator in ("==", "===") for s in r.specifier)]
+    assert not pinned, f"pinned to one version in pyproject.toml (give a range; the pin goes in {LOCK.name}): {pinned}"
+    runtime = {r.name: r for r in requirements if r.marker is None}
+    for name in ("torch", "torchvision"):
+        assert any(s.operator == ">=" for s in runtime[name].specifier), f"{name} needs a lower bound"
+    assert _metadata(dists["wheel"])["License-Expression"] == "MIT"  # PEP 639, not the deprecated table
+
+
+def _locked() -> dict[str, str]:
+    from packaging.utils import canonicalize_name
+
+    lines = [line.strip() for line in LOCK.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert all("==" in line and not line.startswith("-") for line in lines), "only NAME==VERSION lines"
+    return {canonicalize_name(line.split("==")[0]): line.split("==")[1] for line in lines}
+
+
+def test_the_lock_holds_every_declared_dependency_within_its_range(dists):
+    """`make venv` installs with -c requirements/lock.txt: every dependency of every extra must be locked (or
+    its version would float) at a version its range accepts (or the install fails)."""
+    from packaging.utils import canonicalize_name
+
+    locked = _locked()
+    assert "cnnlab" not in locked  # the project itself is the editable install, never a constraint
+    for requirement in _requirements(dists["wheel"]):
+        name = canonicalize_name(requirement.name)
+        if name == "cnnlab":  # the dev extra names the other extras: cnnlab[onnx,serve,...]
+            continue
+        assert name in locked, f"{requirement} is not in {LOCK.relative_to(ROOT)}: install it, then `make lock`"
+        assert requirement.specifier.contains(locked[name], prereleases=True), \
+            f"{LOCK.relative_to(ROOT)} has {name}=={locked[name]}, outside {requirement}"
 
 
 @pytest.fixture(scope="session")

@@ -122,7 +122,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, callbacks: Sequence[
     t = cfg.train
     execution = session.start(device=t.device, threads=t.threads, precision=t.precision,
                               channels_last=t.channels_last, deterministic=t.deterministic,
-                              sync_batchnorm=t.sync_batchnorm)
+                              sync_batchnorm=t.sync_batchnorm, tensorboard=t.tensorboard)
     session.write_settings(runs.CONFIG, cfg.to_yaml())
     run, device = session.run, session.device
     data, meta, notes = load_data(cfg, device, execution)

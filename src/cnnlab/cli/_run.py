@@ -47,6 +47,8 @@ CONFIG_FLAGS: dict[str, Flag] = {
     "--no-progress": Flag("train.progress", "no progress bar (one line per epoch)", const=False),
     "--detect-anomaly": Flag("train.detect_anomaly", "debug a loss that turns NaN: name the operation that "
                                                      "produced it (slow)", const=True),
+    "--tensorboard": Flag("train.tensorboard", "also write TensorBoard logs in RUN_DIR/tensorboard/ (needs pip "
+                                               "install 'cnnlab[tensorboard]')", const=True),
     "--data-root": Flag("data.root", "data folder (default: $CNNLAB_DATA, else ~/.cache/cnnlab)", "PATH"),
     "--threads": Flag("train.threads", "compute threads (default and maximum: available cores)"),
     "--device": Flag("train.device", "auto | cpu | cuda | cuda:N (default auto)"),

@@ -10,7 +10,8 @@ from ._run import add_config_flags, run_config, train_and_print
 
 TRAIN_FLAGS = ["--model", "--epochs", "--batch-size", "--lr", "--optimizer", "--schedule", "--label-smoothing",
                "--seed", "--limit-train", "--val-size", "--minutes", "--precision", "--channels-last", "--name",
-               "--out", "--no-progress", "--detect-anomaly", "--data-root", "--threads", "--device", "--cache-dir"]
+               "--out", "--no-progress", "--detect-anomaly", "--tensorboard", "--data-root", "--threads", "--device",
+               "--cache-dir"]
 
 
 def add_train(sub) -> None:

@@ -13,7 +13,7 @@ WAYS = {
     "finetune": ("fine-tune the last N layers of a pretrained ImageNet backbone", "finetune.yaml"),
 }
 COMMON = ["--epochs", "--lr", "--batch-size", "--seed", "--minutes", "--name", "--out", "--no-progress",
-          "--detect-anomaly", "--cache-dir", "--data-root", "--threads", "--device"]
+          "--detect-anomaly", "--tensorboard", "--cache-dir", "--data-root", "--threads", "--device"]
 OWN = {
     "transfer": ["--from", "--unfreeze"],
     "features": ["--backbone", "--weights"],

@@ -199,6 +199,9 @@ class TrainConfig:
     only (cheaper: validation with test-time augmentation is a large part of a short CPU run)."""
     progress: bool = True
     """Show a progress bar per epoch."""
+    tensorboard: bool = False
+    """Also write TensorBoard logs in RUN_DIR/tensorboard/: metrics.csv's values per row, and the run's figures
+    (needs pip install 'cnnlab[tensorboard]'; view with: tensorboard --logdir RUN_DIR)."""
     sync_batchnorm: bool = False
     """Under torchrun on GPUs: batch norms use the statistics of the whole global batch instead of each
     process's share (PyTorch's SyncBatchNorm; CUDA only, an error on CPU processes, nothing in one process)."""

@@ -11,9 +11,9 @@ Classifier training (train, features, finetune, transfer) and style-network trai
 
 It owns the run folder and its checks (a new run never overwrites one; a resumed run must exist, be unfinished
 and be of this kind; a run killed before its first epoch ended starts again), where and how the run computes,
-the recording callbacks (metrics.csv, best weights, checkpoint, the epoch line), the Ctrl-C and NaN messages
-with the command that resumes, environment.json and summary.json. What may change when a run is resumed is
-declared once, in config.RESUME_CHANGEABLE, and applied by the caller's settings loader.
+the recording callbacks (metrics.csv, best weights, checkpoint, the epoch line, TensorBoard logs when asked),
+the Ctrl-C and NaN messages with the command that resumes, environment.json and summary.json. What may change
+when a run is resumed is declared once, in config.RESUME_CHANGEABLE, and applied by the caller's settings loader.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from . import distributed
 from .callbacks import EpochPrinter, RunRecorder
 from .device import Execution, configure_threads, resolve_execution, select_device, tune_cpu_allocator
 from .loop import Callback, FitState, Trainer, TrainingDiverged
+from .tensorboard import TensorBoardLog
 
 # The command that resumes each kind of run (the resume hint in the Ctrl-C and NaN messages).
 RESUME_COMMANDS = {"train": "cnnlab train", "features": "cnnlab features", "finetune": "cnnlab finetune",
@@ -63,6 +64,7 @@ class RunSession:
     threads: int = 1
     execution: Execution | None = None
     recorder: RunRecorder | None = None
+    tensorboard: TensorBoardLog | None = None
 
     # ------------------------------------------------------------------------------------------- open
 
@@ -94,9 +96,13 @@ class RunSession:
 
     def start(self, *, device: str = "auto", threads: int | None = None, precision: str = "auto",
               channels_last: bool | str = "auto", deterministic: bool = False, sync_batchnorm: bool = False,
-              announce: bool = True) -> Execution:
+              announce: bool = True, tensorboard: bool = False) -> Execution:
         """Pick device, threads (never more than the cores), precision and memory format; join torchrun's
-        process group when launched by it; write environment.json. Prints what was chosen and why first."""
+        process group when launched by it; write environment.json. Prints what was chosen and why first.
+        `tensorboard`: the recording also writes RUN_DIR/tensorboard/ (engine/tensorboard.py; checked here,
+        before anything is computed, that the package is installed)."""
+        if tensorboard and distributed.is_main():
+            self.tensorboard = TensorBoardLog(self.run.path)
         self.device = select_device(device, distributed.local_rank())
         distributed.check_sync_batchnorm(sync_batchnorm, self.device)
         distributed.init(self.device)
@@ -139,9 +145,10 @@ class RunSession:
     def recording(self, meta: dict[str, str], has_validation: bool = False,
                   extra: dict[str, Any] | None = None) -> list[Callback]:
         """The callbacks that write the run's files each epoch (metrics.csv, best weights with `meta`,
-        checkpoint with `extra`) and print its epoch line."""
+        checkpoint with `extra`) and print its epoch line; TensorBoard's first when on (a row is logged
+        before the checkpoint that makes it final: see engine/tensorboard.py on resuming)."""
         self.recorder = RunRecorder(self.run, has_validation, meta, extra or {})
-        return [self.recorder, EpochPrinter()]
+        return [*([self.tensorboard] if self.tensorboard else []), self.recorder, EpochPrinter()]
 
     def restore(self, trainer: Trainer, checkpoint: dict[str, Any] | None) -> None:
         """Put a resumed run's trainer and recorder back where its last finished epoch left them."""
@@ -182,6 +189,8 @@ class RunSession:
         if execution is not None:
             summary.precision, summary.cpu_class = execution.precision, execution.cpu_class
         summary.total_seconds = time.perf_counter() - self.wall_start
+        if self.tensorboard is not None:  # the run's figures, before summary.json marks the run finished
+            self.tensorboard.close()
         if distributed.is_main():
             runs.write_summary(self.run, summary)
         return summary

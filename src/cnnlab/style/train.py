@@ -89,6 +89,9 @@ class StyleTrainSettings:
     """Seed of the network's initial weights and of the photos' order."""
     precision: str = one_of("auto", "fp32", "bf16")
     """auto: bf16 where the hardware computes it natively, else fp32 (engine/device.py)."""
+    tensorboard: bool = False
+    """Also write TensorBoard logs in RUN_DIR/tensorboard/: metrics.csv's values per epoch and the previews
+    (needs pip install 'cnnlab[tensorboard]')."""
 
     def check(self) -> None:
         """Run by the loader after every load (and by train() before anything is computed)."""
@@ -227,7 +230,7 @@ def train(settings: StyleTrainSettings, out: str | Path, *, resume: bool = False
         raise UserError(f"cannot resume {run}: the photos in {s.content_dir} changed since it started (files added, "
                         f"removed or modified); start a new run")
     execution = session.start(device=device, threads=threads, precision=s.precision, channels_last=False,
-                              announce=False)
+                              announce=False, tensorboard=s.tensorboard)
     dev = session.device
     net = lossnet.build(s.loss_net or None, s.loss_net_weights).to(dev)
     s.loss_net = net.name

@@ -36,13 +36,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
         return 0
     what = f"{len(info['classes'])} classes" if info["task"] == "classifier" else "style network"
-    shape = "x".join(str(v) for v in info["input_shape"])
+    shape = "x".join("N" if v == "batch" else str(v) for v in info["input_shape"])
     print(f"wrote {info['file']} ({info['format']}, {info['kind']} run, {what}, input {shape}, "
           f"{info['bytes'] / 1e6:.1f} MB)")
     if info["max_abs_diff"] is None:
         print("not checked: onnxruntime is not installed (pip install 'cnnlab[onnx]')")
     else:
         checked = "x".join(map(str, info["checked_on"]))
-        print(f"checked: the file reproduces the run's model within {info['max_abs_diff']:.2g} "
-              f"(largest absolute difference on a random {checked} input)")
+        within = "exactly" if info["max_abs_diff"] == 0 else f"within {info['max_abs_diff']:.2g}"
+        print(f"checked: the file reproduces the run's model {within} (largest absolute difference on a random "
+              f"{checked} input)")
     return 0

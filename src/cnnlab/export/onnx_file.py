@@ -46,7 +46,7 @@ def write_onnx(model: nn.Module, example: torch.Tensor, meta: ExportMeta, path: 
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
     entry.key, entry.value = ONNX_KEY, meta.to_json()
-    proto.producer_name, proto.doc_string = "cnnlab", f"cnnlab {meta.task} ({meta.kind}) exported from {meta.run}"
+    proto.doc_string = f"cnnlab {meta.cnnlab_version}: a {meta.task} ({meta.kind} run) exported from {meta.run}"
     atomic_write_bytes(path, proto.SerializeToString())
 
 

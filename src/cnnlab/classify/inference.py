@@ -122,25 +122,47 @@ def evaluate(run_dir: str | Path, *, weights: str = "best", data_root: str | Non
 
 
 def predict_images(run_dir: str | Path, images: Sequence[str | Path], *, top_k: int = 5,
-                   threads: int | None = None, device: str = "auto") -> list[dict[str, Any]]:
-    """Top-k class names and probabilities for each image file (folders expanded), with the run's model."""
-    from ..data.folders import decode
+                   threads: int | None = None, device: str = "auto",
+                   precision: str = "fp32") -> list[dict[str, Any]]:
+    """Top-k class names and probabilities for each image file (folders expanded), with the run's model.
+
+    `run_dir` may also be a file written by `cnnlab export` (.onnx, run by ONNX Runtime; .pt, by torch.jit):
+    its metadata gives the classes and the preprocessing, and the photos go through the same photo_batch.
+    A run's model computes in fp32 by default (`precision`: fp32, bf16, or auto, the hardware's rule): a
+    handful of photos gains nothing from bf16, and in fp32 the run, its exported file (always fp32) and the
+    web app agree up to float rounding, so their top-1 classes do not flip on a near-tie."""
     from ..data.images import expand_image_paths
     from ..engine.metrics import topk
+    from ..export import is_exported_file, load_exported
 
-    model, cfg, run, meta = load_trained(run_dir)
     configure_threads(threads)
     dev = select_device(device)
-    execution = resolve_execution(dev, cfg.train.precision, cfg.train.channels_last)
-    view = meta.view()
-    paths = expand_image_paths(images)
-    batch = torch.stack([decode(p, view.resize, view.crop) for p in paths])
-    x = ((batch.float() / 255 - torch.tensor(view.mean).view(1, -1, 1, 1)) /
-         torch.tensor(view.std).view(1, -1, 1, 1)).to(dev, memory_format=memory_format(execution.channels_last))
-    model.to(dev, memory_format=memory_format(execution.channels_last))
-    with torch.no_grad(), autocast(dev, execution.precision):
-        logits = model(x).float()
+    if is_exported_file(run_dir):
+        exported = load_exported(run_dir, dev)
+        meta = exported.meta.run_meta()
+        paths = expand_image_paths(images)
+        logits = exported(photo_batch(paths, meta))
+    else:
+        model, cfg, run, meta = load_trained(run_dir)
+        execution = resolve_execution(dev, precision, cfg.train.channels_last)
+        fmt = memory_format(execution.channels_last)
+        paths = expand_image_paths(images)
+        x = photo_batch(paths, meta).to(dev, memory_format=fmt)
+        model.to(dev, memory_format=fmt)
+        with torch.no_grad(), autocast(dev, execution.precision):
+            logits = model(x).float()
     probs, index = topk(logits, top_k)
     return [{"image": str(p), "predictions": [{"class_index": int(i), "class_name": meta.classes[int(i)],
                                                "probability": float(q)} for q, i in zip(pr, ix)]}
             for p, pr, ix in zip(paths, probs.cpu(), index.cpu())]
+
+
+def photo_batch(paths: Sequence[Path], meta: runs.RunMeta) -> torch.Tensor:
+    """The normalized float batch [N, 3, side, side] a classifier gets for image files: decoded as the run's
+    photos were (data/folders.decode: the shorter side resized, a center crop), scaled to [0, 1] and
+    normalized, by the run's RunMeta.view()."""
+    from ..data.folders import decode
+
+    view = meta.view()
+    batch = torch.stack([decode(p, view.resize, view.crop) for p in paths]).float() / 255
+    return (batch - torch.tensor(view.mean).view(1, -1, 1, 1)) / torch.tensor(view.std).view(1, -1, 1, 1)

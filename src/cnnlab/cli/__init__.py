@@ -1,8 +1,8 @@
 """The `cnnlab` command: argument parsing only; every command calls the Python API.
 
 Each command group is a module holding its parser beside its handler (train.py: train, evaluate, predict;
-transfer.py; report.py: report, compare; serve.py; course.py; stylize.py; visualize.py; tools.py: models,
-doctor; ablate.py); _common.py and _run.py hold what they share. A parser names its handler with
+transfer.py; export.py; report.py: report, compare; serve.py; course.py; stylize.py; visualize.py; tools.py:
+models, doctor; ablate.py); _common.py and _run.py hold what they share. A parser names its handler with
 ``set_defaults(handler=...)``. User errors (``UserError``) print one line on stderr and exit with code 2.
 """
 
@@ -16,7 +16,7 @@ from ._common import Parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import ablate, course, report, serve, stylize, tools, train, transfer, visualize
+    from . import ablate, course, export, report, serve, stylize, tools, train, transfer, visualize
 
     parser = Parser(prog="cnnlab", description="Train, compare and explain convolutional networks.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.add_transfer_commands(sub)
     train.add_evaluate(sub)
     train.add_predict(sub)
+    export.add_export(sub)
     report.add_report(sub)
     serve.add_serve(sub)
     course.add_course(sub)

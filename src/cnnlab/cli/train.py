@@ -1,4 +1,5 @@
-"""cnnlab train, evaluate, predict: a classifier's run, its test figures, its predictions."""
+"""cnnlab train, evaluate, predict: a classifier's run, its test figures, its predictions (from the run or its
+exported file)."""
 
 from __future__ import annotations
 
@@ -64,8 +65,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def add_predict(sub) -> None:
-    pr = sub.add_parser("predict", help="top-k classes of images with a trained run's model")
-    pr.add_argument("run_dir", metavar="RUN_DIR")
+    pr = sub.add_parser("predict", help="top-k classes of images with a trained run's model or its exported file",
+                        description="Top-k classes of images with a classifier run's model (in fp32), or with a file "
+                                    "written by `cnnlab export` (.onnx run by ONNX Runtime, .pt by torch.jit; the "
+                                    "preprocessing and class names come from the file).")
+    pr.add_argument("run_dir", metavar="RUN_DIR|FILE", help="a classifier run folder, or an exported .onnx / .pt file")
     pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
     pr.add_argument("--top-k", type=int, default=5)
     pr.add_argument("--json", action="store_true", help="print JSON instead of a table")

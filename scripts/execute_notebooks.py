@@ -62,7 +62,7 @@ def execute(path: Path, out: Path, timeout: int, kernels: Path) -> tuple[float, 
     failure = None
     started = time.perf_counter()
     try:
-        with client.setup_kernel():
+        with client.setup_kernel(cleanup_kc=True):  # shut the kernel down after (nbclient keeps one it was given)
             for index, cell in enumerate(nb.cells):
                 if cell.cell_type != "code":
                     continue

@@ -153,6 +153,9 @@ def test_run_meta_round_trips_through_weights_metadata():
     assert runs.RunMeta.from_metadata(backbone.to_metadata()).view().resize == 256
     with pytest.raises(UserError, match="lacks cnnlab's classifier metadata"):
         runs.RunMeta.from_metadata({"kind": "style_network"})
+    # a time budget's best epoch may be its fractional last one: such a run still loads (predict, visualize)
+    cut = runs.RunMeta(("a",), (3, 32, 32), (0.5,) * 3, (0.5,) * 3, epoch=8.75)
+    assert runs.RunMeta.from_metadata(cut.to_metadata()).epoch == 8.75
 
 
 def test_the_session_refuses_to_overwrite_or_to_resume_what_is_not_there(tmp_path):

@@ -16,6 +16,12 @@ from ..errors import UserError
 from .files import BEST, RunDir
 
 
+def _epoch(text: str) -> int | float:
+    """A budget run's rows, its last epoch included, may end part-way through an epoch ("8.75")."""
+    value = float(text)
+    return int(value) if value.is_integer() else value
+
+
 @dataclass(frozen=True)
 class RunMeta:
     """A classifier's classes and input contract."""
@@ -25,8 +31,9 @@ class RunMeta:
     """(channels, height, width) the network takes."""
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    epoch: int | None = None
-    """The epoch the weights are from (best validation epoch, else the last)."""
+    epoch: int | float | None = None
+    """The epoch the weights are from (best validation epoch, else the last); a time budget's last epoch may be
+    fractional (8.75: the run ended three quarters into its ninth)."""
     resize: int | None = None
     """The shorter side a photo is resized to before its center crop to the input side (an ImageNet backbone's
     256 for 224); None: straight to the input side (CIFAR networks, and runs written before it was stored)."""
@@ -62,7 +69,7 @@ class RunMeta:
                        image_shape=tuple(int(v) for v in json.loads(meta["image_shape"])),  # type: ignore[arg-type]
                        mean=tuple(float(v) for v in json.loads(meta["mean"])),
                        std=tuple(float(v) for v in json.loads(meta["std"])),
-                       epoch=int(meta["epoch"]) if meta.get("epoch") else None,
+                       epoch=_epoch(meta["epoch"]) if meta.get("epoch") else None,
                        resize=int(meta["resize"]) if meta.get("resize") else None)
         except (KeyError, ValueError, TypeError):
             raise UserError(f"{where} lacks cnnlab's classifier metadata (classes, image shape, normalization); "

@@ -128,7 +128,7 @@ def test_every_classifier_training_command_takes_the_flag(command, required):
 
 
 def test_a_style_network_logs_its_loss_and_previews(tmp_path):
-    from test_style import SCENES, STYLES
+    from test_style_network import SCENES, STYLES
 
     out = tmp_path / "style"
     assert cli.main(["stylize", "train", "--style", str(STYLES / "starry_night.jpg"), "--content-dir",

@@ -53,7 +53,7 @@ class ExportMeta:
     resize: int | None = None
     """The shorter side a photo is resized to before its center crop to `crop` (classifiers)."""
     crop: int | None = None
-    epoch: int | None = None
+    epoch: float | None = None  # fractional where a time budget chose weights from inside an epoch (RunMeta)
     style: str | None = None
     """The painting a style network was trained on (its file name)."""
     network: dict[str, Any] = field(default_factory=dict)

@@ -74,6 +74,9 @@ class StyleTrainSettings:
     """Channels of the network's first layer (32, as the paper)."""
     residual_blocks: int = 5
     """Residual blocks of the network (5, as the paper)."""
+    output: str = one_of("sigmoid", "linear")
+    """The output layer: sigmoid (the loss sees exactly the colours a picture shows: no colour blobs, see
+    transformer.py) | linear (the paper's; values clamped to [0, 1] only when applied)."""
     loss_net: str = ""
     """vgg19 | vgg16 | efficientnet_lite0; default: vgg19 where its weights are available, else efficientnet_lite0
     (see lossnet.py)."""
@@ -204,6 +207,7 @@ def _settings_to_run(settings: StyleTrainSettings, session: RunSession) -> Style
         return settings
     saved = session.run.read_json(SETTINGS)
     saved.pop("photos_key", None)
+    saved.setdefault("output", "linear")  # a run started before `output` existed resumes its linear network
     try:
         return StyleTrainSettings(**saved)
     except TypeError:
@@ -242,7 +246,7 @@ def train(settings: StyleTrainSettings, out: str | Path, *, resume: bool = False
         ([steps_total % len(batches)] if steps_total % len(batches) else [])
 
     torch.manual_seed(s.seed)
-    model = TransformNet(s.width, s.residual_blocks).to(dev)
+    model = TransformNet(s.width, s.residual_blocks, s.output).to(dev)
     style_x = resize_longest(style_image, s.style_size).to(dev)
     with autocast(dev, execution.precision):
         objective = StyleObjective(net, [style_x], [1.0], s.content_weight, s.style_weight, s.tv_weight)
@@ -315,7 +319,8 @@ def load_network(path: str | Path, device: torch.device | str = "cpu") -> tuple[
     if meta.get("kind") != WEIGHTS_KIND:
         raise UserError(f"--model {file} is not a style network (it holds a {meta.get('kind', 'classifier')}); "
                         f"train one with cnnlab stylize train")
-    model = TransformNet(**json.loads(meta["arguments"]))
+    arguments = {"output": "linear", **json.loads(meta["arguments"])}  # networks saved before `output` existed
+    model = TransformNet(**arguments)
     try:
         model.load_state_dict(state)
     except RuntimeError:

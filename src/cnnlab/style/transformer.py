@@ -13,11 +13,13 @@ stylizes 512 px frames several times faster at width 16, at some loss of detail.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ..errors import UserError
 
 MIN_SIDE = 16
+OUTPUTS = ("sigmoid", "linear")  # the output layer; "linear" = the networks trained before sigmoid
 
 
 def _conv(cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Sequential:
@@ -51,16 +53,26 @@ class Upsample(nn.Module):
 
 
 class TransformNet(nn.Module):
-    """Images in [0, 1], [B, 3, H, W] -> stylized images of the same size (unclamped; apply clamps).
+    """Images in [0, 1], [B, 3, H, W] -> stylized images of the same size, in [0, 1] (``output="sigmoid"``).
+
+    The output goes through a sigmoid, so the loss network sees exactly the colours a picture will show. With a
+    linear output (the paper's, and cnnlab's before: ``output="linear"``, kept so those networks still load)
+    the network learned to put values far outside [0, 1] on bright regions (down to -5.9 after 6 minutes of
+    training), which the loss network barely sees (its ReLU6 clips the first layer at 6) but which `apply`
+    clamps into saturated colours that neither the photo nor the painting has: the rainbow blobs. Measured
+    (benchmarks/style_quality.py): 92-95 % of the outlier-colour pixels of a linear network had a channel out of
+    range; a sigmoid network trained the same minutes had no outlier-colour pixel and a lower loss.
 
     H and W need not be multiples of 4: the stride-2 layers round up, so the output is at least the input's
     size and is cropped back to it exactly. Sides under MIN_SIDE are refused (the 9x9 reflection padding needs
     more pixels than that)."""
 
-    def __init__(self, width: int = 32, residual_blocks: int = 5):
+    def __init__(self, width: int = 32, residual_blocks: int = 5, output: str = "sigmoid"):
         super().__init__()
+        if output not in OUTPUTS:
+            raise UserError(f"--output must be one of {', '.join(OUTPUTS)}, got {output!r}")
         w = width
-        self.width, self.residual_blocks = width, residual_blocks
+        self.width, self.residual_blocks, self.output = width, residual_blocks, output
         self.down = nn.Sequential(_conv(3, w, 9), _norm(w), nn.ReLU(inplace=True),
                                   _conv(w, 2 * w, 3, 2), _norm(2 * w), nn.ReLU(inplace=True),
                                   _conv(2 * w, 4 * w, 3, 2), _norm(4 * w), nn.ReLU(inplace=True))
@@ -73,8 +85,9 @@ class TransformNet(nn.Module):
         h, w = x.shape[-2:]
         if min(h, w) < MIN_SIDE:
             raise UserError(f"images must be at least {MIN_SIDE} pixels on each side for a style network, got {w}x{h}")
-        return self.up(self.res(self.down(x)))[..., :h, :w]
+        y = self.up(self.res(self.down(x)))[..., :h, :w]
+        return torch.sigmoid(y) if self.output == "sigmoid" else y
 
     def arguments(self) -> dict[str, int]:
         """What rebuilds this network from its weights file (recorded in the file's metadata)."""
-        return {"width": self.width, "residual_blocks": self.residual_blocks}
+        return {"width": self.width, "residual_blocks": self.residual_blocks, "output": self.output}

@@ -174,7 +174,8 @@ def test_a_style_network_exports_and_applies_like_the_run(style_run, fmt, tmp_pa
     info = export(style_run, fmt, tmp_path / f"style{'.onnx' if fmt == 'onnx' else '.pt'}")
     assert info["task"] == "style" and info["kind"] == "style-network" and info["max_abs_diff"] < STYLE_TOLERANCE
     model = load_exported(info["file"])
-    assert model.meta.style == "scream.jpg" and model.meta.network == {"width": 8, "residual_blocks": 2}
+    saved = json.loads(RunDir(style_run).weights_metadata()["arguments"])
+    assert model.meta.style == "scream.jpg" and model.meta.network == saved and saved["width"] == 8
     assert model.meta.input_shape == ("batch", 3, "height", "width")
     photo = read_image(PHOTOS / "coffee.png")  # another size than the one traced (64 x 64)
     net, _ = style.load_network(style_run)

@@ -301,16 +301,18 @@ def _fx_int8(model: torch.nn.Module, calibration: torch.Tensor):
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
+    net = copy.deepcopy(model).eval()
+    body = torch.nn.Sequential(net.down, net.res, net.up)  # without forward's size check and crop (not traceable)
     try:
         torch.backends.quantized.engine = "x86"
-        prepared = prepare_fx(copy.deepcopy(model).eval(), get_default_qconfig_mapping("x86"), (calibration[:1],))
+        prepared = prepare_fx(body, get_default_qconfig_mapping("x86"), (calibration[:1],))
         with torch.inference_mode():
             for i in range(len(calibration)):
                 prepared(calibration[i:i + 1])
         quantized = convert_fx(prepared)
         with torch.inference_mode():
             quantized(calibration[:1])
-        return quantized
+        return lambda x: quantized(x)[..., :x.shape[-2], :x.shape[-1]]
     except Exception as exc:  # report why instead of failing the whole benchmark
         print(f"  PyTorch FX int8 failed: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
         return None

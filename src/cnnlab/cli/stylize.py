@@ -11,7 +11,8 @@ OPTIMIZE_FIELDS = ["content_weight", "style_weight", "tv_weight", "size", "itera
                    "preserve_colors", "snapshot_every", "seed"]
 TRAIN_FIELDS = ["style", "content_dir", "image_size", "style_size", "batch_size", "epochs", "iterations", "minutes",
                 "lr", "content_weight", "style_weight", "tv_weight", "width", "residual_blocks", "output", "loss_net",
-                "loss_net_weights", "preview_every", "limit_images", "seed", "precision", "tensorboard"]
+                "loss_net_weights", "preview_every", "limit_images", "seed", "precision", "tensorboard",
+                "separable", "edge_kernel", "downsamples"]
 PRECISIONS = ["auto", "fp32", "bf16"]
 
 

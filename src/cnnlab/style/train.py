@@ -77,6 +77,13 @@ class StyleTrainSettings:
     output: str = one_of("sigmoid", "linear")
     """The output layer: sigmoid (the loss sees exactly the colours a picture shows: no colour blobs, see
     transformer.py) | linear (the paper's; values clamped to [0, 1] only when applied)."""
+    separable: bool = False
+    """Depthwise-separable residual blocks (a depthwise 3x3 then a pointwise 1x1 per convolution): about 8x fewer
+    operations in the blocks, for real time on a CPU (benchmarks/results/style-speed-*.md)."""
+    edge_kernel: int = 9
+    """Kernel of the first and last convolutions, which run at full resolution: 9 (the paper), 7, 5 or 3."""
+    downsamples: int = 2
+    """Stride-2 stages before the residual blocks: 2 (the paper: blocks at 1/4 of the resolution) or 3 (1/8)."""
     loss_net: str = ""
     """vgg19 | vgg16 | efficientnet_lite0; default: vgg19 where its weights are available, else efficientnet_lite0
     (see lossnet.py)."""
@@ -246,7 +253,7 @@ def train(settings: StyleTrainSettings, out: str | Path, *, resume: bool = False
         ([steps_total % len(batches)] if steps_total % len(batches) else [])
 
     torch.manual_seed(s.seed)
-    model = TransformNet(s.width, s.residual_blocks, s.output).to(dev)
+    model = TransformNet(s.width, s.residual_blocks, s.separable, s.edge_kernel, s.downsamples, s.output).to(dev)
     style_x = resize_longest(style_image, s.style_size).to(dev)
     with autocast(dev, execution.precision):
         objective = StyleObjective(net, [style_x], [1.0], s.content_weight, s.style_weight, s.tv_weight)
@@ -284,11 +291,12 @@ def _cache_dir(cache_dir: str | None) -> Path:
 
 def _check(s: StyleTrainSettings) -> None:
     from .optimize import check_weights
-    from .transformer import MIN_SIDE
+    from .transformer import MIN_SIDE, check_architecture
 
     for name in ("batch_size", "width", "residual_blocks"):
         if getattr(s, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be 1 or more, got {getattr(s, name)}")
+    check_architecture(s.edge_kernel, s.downsamples)
     if s.image_size < MIN_SIDE or s.style_size < MIN_SIDE:
         raise UserError(f"--image-size and --style-size must be {MIN_SIDE} or more, got {s.image_size} and "
                         f"{s.style_size}")

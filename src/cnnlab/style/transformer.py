@@ -9,6 +9,14 @@ It is fully convolutional: trained on 256 px crops, it applies to any size.
 
 ``width`` scales every layer's channels (32 in the paper). Inference cost grows with width²; a 2-core CPU
 stylizes 512 px frames several times faster at width 16, at some loss of detail.
+
+The slim options, for real time on a CPU (benchmarks/style_speed.py measures each), all off by default so the
+paper's network stays the default and older weights files (whose metadata lacks them) rebuild as they were:
+``separable`` makes each residual block's 3x3 convolutions depthwise-separable (a depthwise 3x3 then a
+pointwise 1x1, no norm or activation between them, as Xception found best; MobileNet's factorization), about
+8-9x fewer operations in the blocks; ``edge_kernel`` shrinks the first and last convolutions (9x9 in the paper;
+they run at full resolution, where every operation counts most); ``downsamples`` 3 adds a stride-2 stage, so
+the residual blocks run at 1/8 of the resolution (64x fewer pixels than the frame; its channels stay 4x width).
 """
 
 from __future__ import annotations
@@ -20,10 +28,26 @@ from ..errors import UserError
 
 MIN_SIDE = 16
 OUTPUTS = ("sigmoid", "linear")  # the output layer; "linear" = the networks trained before sigmoid
+EDGE_KERNELS = (9, 7, 5, 3)
+DOWNSAMPLES = (2, 3)
+
+
+def check_architecture(edge_kernel: int, downsamples: int) -> None:
+    """The slim options' values a network can be built with (a user mistake otherwise, named by its flag)."""
+    if edge_kernel not in EDGE_KERNELS:
+        raise UserError(f"--edge-kernel must be one of {', '.join(map(str, EDGE_KERNELS))}, got {edge_kernel}")
+    if downsamples not in DOWNSAMPLES:
+        raise UserError(f"--downsamples must be one of {', '.join(map(str, DOWNSAMPLES))}, got {downsamples}")
 
 
 def _conv(cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.ReflectionPad2d(kernel // 2), nn.Conv2d(cin, cout, kernel, stride))
+
+
+def _separable(channels: int) -> nn.Sequential:
+    """A 3x3 convolution factorized: depthwise 3x3 (each channel alone), then pointwise 1x1 (mixing channels)."""
+    return nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, groups=channels),
+                         nn.Conv2d(channels, channels, 1))
 
 
 def _norm(channels: int) -> nn.InstanceNorm2d:
@@ -31,10 +55,11 @@ def _norm(channels: int) -> nn.InstanceNorm2d:
 
 
 class ResidualBlock(nn.Module):
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, separable: bool = False):
         super().__init__()
-        self.body = nn.Sequential(_conv(channels, channels, 3), _norm(channels), nn.ReLU(inplace=True),
-                                  _conv(channels, channels, 3), _norm(channels))
+        conv = _separable if separable else (lambda c: _conv(c, c, 3))
+        self.body = nn.Sequential(conv(channels), _norm(channels), nn.ReLU(inplace=True),
+                                  conv(channels), _norm(channels))
 
     def forward(self, x):
         return x + self.body(x)
@@ -63,23 +88,28 @@ class TransformNet(nn.Module):
     (benchmarks/style_quality.py): 92-95 % of the outlier-colour pixels of a linear network had a channel out of
     range; a sigmoid network trained the same minutes had no outlier-colour pixel and a lower loss.
 
-    H and W need not be multiples of 4: the stride-2 layers round up, so the output is at least the input's
-    size and is cropped back to it exactly. Sides under MIN_SIDE are refused (the 9x9 reflection padding needs
-    more pixels than that)."""
+    H and W need not be multiples of 4 (or 8): the stride-2 layers round up, so the output is at least the
+    input's size and is cropped back to it exactly. Sides under MIN_SIDE are refused (the 9x9 reflection
+    padding needs more pixels than that)."""
 
-    def __init__(self, width: int = 32, residual_blocks: int = 5, output: str = "sigmoid"):
+    def __init__(self, width: int = 32, residual_blocks: int = 5, separable: bool = False, edge_kernel: int = 9,
+                 downsamples: int = 2, output: str = "sigmoid"):
         super().__init__()
+        check_architecture(edge_kernel, downsamples)
         if output not in OUTPUTS:
             raise UserError(f"--output must be one of {', '.join(OUTPUTS)}, got {output!r}")
-        w = width
         self.width, self.residual_blocks, self.output = width, residual_blocks, output
-        self.down = nn.Sequential(_conv(3, w, 9), _norm(w), nn.ReLU(inplace=True),
-                                  _conv(w, 2 * w, 3, 2), _norm(2 * w), nn.ReLU(inplace=True),
-                                  _conv(2 * w, 4 * w, 3, 2), _norm(4 * w), nn.ReLU(inplace=True))
-        self.res = nn.Sequential(*[ResidualBlock(4 * w) for _ in range(residual_blocks)])
-        self.up = nn.Sequential(Upsample(4 * w, 2 * w), _norm(2 * w), nn.ReLU(inplace=True),
-                                Upsample(2 * w, w), _norm(w), nn.ReLU(inplace=True),
-                                _conv(w, 3, 9))
+        self.separable, self.edge_kernel, self.downsamples = bool(separable), edge_kernel, downsamples
+        channels = [width * 2 ** min(level, 2) for level in range(downsamples + 1)]  # w, 2w, 4w(, 4w)
+        down: list[nn.Module] = [_conv(3, width, edge_kernel), _norm(width), nn.ReLU(inplace=True)]
+        for cin, cout in zip(channels, channels[1:]):
+            down += [_conv(cin, cout, 3, 2), _norm(cout), nn.ReLU(inplace=True)]
+        up: list[nn.Module] = []
+        for cin, cout in zip(channels[::-1], channels[-2::-1]):
+            up += [Upsample(cin, cout), _norm(cout), nn.ReLU(inplace=True)]
+        self.down = nn.Sequential(*down)
+        self.res = nn.Sequential(*[ResidualBlock(channels[-1], self.separable) for _ in range(residual_blocks)])
+        self.up = nn.Sequential(*up, _conv(width, 3, edge_kernel))
 
     def forward(self, x):
         h, w = x.shape[-2:]
@@ -88,6 +118,15 @@ class TransformNet(nn.Module):
         y = self.up(self.res(self.down(x)))[..., :h, :w]
         return torch.sigmoid(y) if self.output == "sigmoid" else y
 
-    def arguments(self) -> dict[str, int]:
-        """What rebuilds this network from its weights file (recorded in the file's metadata)."""
-        return {"width": self.width, "residual_blocks": self.residual_blocks, "output": self.output}
+    def arguments(self) -> dict[str, int | bool | str]:
+        """What rebuilds this network from its weights file (recorded in the file's metadata). The slim options
+        are recorded only when they differ from the paper's, so the paper's network's metadata is what it was."""
+        args: dict[str, int | bool | str] = {"width": self.width, "residual_blocks": self.residual_blocks,
+                                             "output": self.output}
+        if self.separable:
+            args["separable"] = True
+        if self.edge_kernel != 9:
+            args["edge_kernel"] = self.edge_kernel
+        if self.downsamples != 2:
+            args["downsamples"] = self.downsamples
+        return args

@@ -175,7 +175,8 @@ def main() -> None:
         f"Pictures: {picture_file.name}.", ""]
     if args.speed:
         from style_speed import speed_table
-        parts += ["## Speed", "", speed_table({n: load_network(r)[0] for n, r in runs.items()})[0], ""]
+        parts += ["## Speed", "", "The networks' forward pass (benchmarks/style_speed.py's measure):", "",
+                  speed_table({n: load_network(r)[0].arguments() for n, r in runs.items()}, repeats=5)[0], ""]
     if args.content_weights:
         from style_content_weights import content_weight_table
         parts += ["## The course's content weights", "",

@@ -34,7 +34,8 @@ LOSS_NET = "efficientnet_lite0"  # the only loss network with weights everywhere
 TUNING_PAIR = ("chelsea.png", "starry_night.jpg")  # the one pair the anchor was chosen on
 HELD_OUT_PHOTOS = ["astronaut.png", "china.jpg", "coffee.png"]
 PAINTINGS = ["starry_night.jpg", "the_scream.jpg", "great_wave.jpg", "woman-with-hat-matisse.jpg"]
-ANCHORS = [0.01, 0.03, 0.1, 0.3]  # candidate k of course weight -> k · course weight (0.1: the chosen map)
+ANCHORS = [0.01, 0.03, 0.1, 0.3, 1.0]  # candidate k of course weight -> k · course weight (0.1: the chosen map;
+# 1: the course's numbers unmapped, what task 5 ran before: the baseline)
 
 
 def _image(name: str | Path, folder: str) -> torch.Tensor:
@@ -121,7 +122,8 @@ def anchor_table(photo: str, painting: str, size: int, iterations: int, anchors:
     lines = []
     for k in anchors:
         low, high = at(15 * k), at(100 * k)
-        lines.append([f"{k:g}" + (" (chosen)" if abs(k - DEFAULT_STYLE_WEIGHT / 100) < 1e-9 else ""),
+        note = " (chosen)" if abs(k - DEFAULT_STYLE_WEIGHT / 100) < 1e-9 else " (unmapped)" if k == 1 else ""
+        lines.append([f"{k:g}{note}",
                       f"{15 * k:g} / {100 * k:g}", f"{low['style_loss']:.3f} / {high['style_loss']:.3f}",
                       f"{low['style_loss'] / high['style_loss']:.2f}",
                       f"{low['distance']:.3f} / {high['distance']:.3f}"])

@@ -19,9 +19,10 @@ PHOTOS, STYLES = SHARED_DATA / "images" / "photos", SHARED_DATA / "images" / "st
 
 def test_the_map_is_linear_anchored_on_parity_with_the_style_weight():
     assert [course_content_weight(w) for w in COURSE_CONTENT_WEIGHTS] == [1.5, 5.0, 10.0]
-    assert course_content_weight(100) == style.OptimizeSettings().style_weight == style.StyleTrainSettings().style_weight
+    assert course_content_weight(100) == OptimizeSettings.style_weight == style.StyleTrainSettings.style_weight
     assert course_content_weight(15, style_weight=20) == 3.0  # the ratio to the style weight is what is kept
-    assert course_weight_of(5.0) == 50 and course_weight_of(3.0, style_weight=20) == 15 and course_weight_of(1.0) is None
+    assert course_weight_of(5.0) == 50 and course_weight_of(3.0, style_weight=20) == 15
+    assert course_weight_of(1.0) is None
     assert content_weight_label(1.5) == "content weight 1.5 (course 15)"
     assert content_weight_label(0.3) == "content weight 0.3"
 

@@ -27,7 +27,8 @@ from _common import cpu_banner, cpu_class, save_result, table
 from cnnlab.data import data_root
 from cnnlab.data.images import read_image
 from cnnlab.style import lossnet
-from cnnlab.style.course_weights import COURSE_CONTENT_WEIGHTS, DEFAULT_STYLE_WEIGHT, course_content_weight
+from cnnlab.style.course_weights import (COURSE_CONTENT_WEIGHTS, DEFAULT_STYLE_WEIGHT, content_weight_label,
+                                         course_content_weight)
 from cnnlab.style.optimize import OptimizeSettings, resize_longest, stylize
 
 LOSS_NET = "efficientnet_lite0"  # the only loss network with weights everywhere (lossnet.py)
@@ -96,14 +97,14 @@ def content_weight_table(photos: Sequence[str | Path], paintings: Sequence[str |
     return table(headers, lines), rows
 
 
-def contrast_count(rows: list[dict], low: float = min(COURSE_CONTENT_WEIGHTS),
-                   high: float = max(COURSE_CONTENT_WEIGHTS)) -> tuple[int, int]:
-    """(pairs whose style loss at course `low` is at most half of that at course `high`, pairs) of
-    content_weight_table's rows."""
+def style_ratios(rows: list[dict], low: float = min(COURSE_CONTENT_WEIGHTS),
+                 high: float = max(COURSE_CONTENT_WEIGHTS)) -> list[float]:
+    """Per pair of content_weight_table's rows: the style loss at course `low` over that at course `high` (the
+    course's lesson needs it at most 1/2)."""
     pairs: dict[tuple[str, str], dict[float, float]] = {}
     for r in rows:
         pairs.setdefault((r["photo"], r["painting"]), {})[r["course_weight"]] = r["style_loss"]
-    return sum(1 for by in pairs.values() if by[low] <= 0.5 * by[high]), len(pairs)
+    return [by[low] / by[high] for by in pairs.values()]
 
 
 def anchor_table(photo: str, painting: str, size: int, iterations: int, anchors: Sequence[float] = ANCHORS,
@@ -150,18 +151,21 @@ def main() -> None:
         anchors = anchor_table(*TUNING_PAIR, args.size, iterations, net=net)
         images: dict = {}
         text, rows = content_weight_table(HELD_OUT_PHOTOS, PAINTINGS, args.size, iterations, net=net, images=images)
-        passed, pairs = contrast_count(rows)
+        ratios = style_ratios(rows)
+        passed, pairs = sum(r <= 0.5 for r in ratios), len(ratios)
         sections.append(f"## {iterations} L-BFGS iterations\n\nChoosing the anchor on {TUNING_PAIR[0]} x "
                         f"{TUNING_PAIR[1]} (course weight w -> k · w):\n\n{anchors}\n\nThe chosen map (k = "
                         f"{DEFAULT_STYLE_WEIGHT / 100:g}) on held-out pairs: style loss at course 15 at most half "
-                        f"of that at course 100 on {passed} of {pairs} pairs.\n\n{text}\n")
+                        f"of that at course 100 on {passed} of {pairs} pairs (ratios {min(ratios):.2f}-"
+                        f"{max(ratios):.2f}).\n\n"
+                        f"{text}\n")
         pictures = images  # the last (longest) iteration count's
         print(f"{iterations} iterations: {passed} of {pairs} held-out pairs pass", flush=True)
     keep = [(p, PAINTINGS[i % len(PAINTINGS)]) for i, p in enumerate(HELD_OUT_PHOTOS)]
     keep += [(HELD_OUT_PHOTOS[0], PAINTINGS[-1])]
-    labels = ["photo"] + [f"cnnlab {course_content_weight(w):g} (course {w:g})" for w in COURSE_CONTENT_WEIGHTS]
+    labels = [content_weight_label(course_content_weight(w)) for w in COURSE_CONTENT_WEIGHTS]
     picture = Path(__file__).resolve().parent / "results" / f"style-content-weights-course-{klass}.jpg"
-    image_grid([pictures[k] for k in keep], [[f"photo ({Path(k[1]).stem})"] + labels[1:] for k in keep], picture,
+    image_grid([pictures[k] for k in keep], [[f"photo, painting: {Path(k[1]).stem}"] + labels for k in keep], picture,
                title=f"the course's content weights on cnnlab's scale ({LOSS_NET}, {counts[-1]} L-BFGS iterations, "
                      f"{args.size} px, style weight {DEFAULT_STYLE_WEIGHT:g})")
     minutes = (time.perf_counter() - start) / 60

@@ -27,7 +27,6 @@ from ..errors import UserError
 RESERVE = 0.05          # of the minutes still to share, kept back: process starts, estimates that come out short
 REPORT_MINUTES = 0.3    # course.json and the --course report
 START_MINUTES = 0.1     # a fixed step's process start (imports); budgeted steps count theirs in their budget
-CONTENT_WEIGHTS = "15,100"  # the course's content-weight study
 DEFAULT_STYLE = "starry_night.jpg"
 
 
@@ -207,11 +206,18 @@ def build(settings: CourseSettings) -> tuple[list[Step], dict[str, object]]:
     styles = [str(s) for s in inputs["styles"]]
     content_photo = str(_some_photos(Path(str(inputs["content"])), 1)[0])
     size = str(settings.style_size)
-    steps.append(Step("t5-optimize", "task5", "task 5: optimized images, content weight 15 vs 100",
+    # the course's content-weight study (15, 50, 100) on cnnlab's relative loss scale (style/course_weights.py)
+    from ..style.course_weights import COURSE_CONTENT_WEIGHTS, course_content_weight
+
+    mapped = [f"{course_content_weight(w):g}" for w in COURSE_CONTENT_WEIGHTS]
+    course = ", ".join(f"{w:g}" for w in COURSE_CONTENT_WEIGHTS)
+    steps.append(Step("t5-optimize", "task5", f"task 5: optimized images, course content weights {course} "
+                      f"(cnnlab {', '.join(mapped)})",
                       ["stylize", "optimize", "--content", content_photo, *sum((["--style", s] for s in styles), []),
-                       "--content-weights", CONTENT_WEIGHTS, "--size", size, "--iterations",
+                       "--content-weights", ",".join(mapped), "--size", size, "--iterations",
                        "300" if settings.full else "80", "--snapshot-every", "20", "--loss-net", "efficientnet_lite0",
-                       "--no-progress", "--out", str(runs_dir / "t5-optimize")], min_minutes=0.5))
+                       "--no-progress", "--out", str(runs_dir / "t5-optimize")],
+                      min_minutes=0.6))  # three stylizations: 0.5 for two, and one more is about 0.1
     network = str(runs_dir / "t5-style-network")
     steps.append(Step("t5-style-network", "task5", "task 5: a fast style network and its per-epoch evolution",
                       ["stylize", "train", "--style", styles[0], "--content-dir", str(inputs["content"]),

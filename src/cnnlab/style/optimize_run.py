@@ -15,6 +15,7 @@ from ..errors import UserError
 from .. import runs
 from ..runs import RunDir, environment
 from . import lossnet
+from .course_weights import content_weight_label
 from .memory import check_size
 from .optimize import OptimizeResult, OptimizeSettings, stylize
 
@@ -67,7 +68,7 @@ def optimize(content: str | Path, styles: Sequence[str | Path], out: str | Path,
     results: list[tuple[float, OptimizeResult]] = []
     for cw in weights_list:
         s_cw = OptimizeSettings(**{**s.__dict__, "content_weight": cw})
-        label = f"content weight {cw:g}"
+        label = content_weight_label(cw, s.style_weight)  # the course's number beside its mapped weights
         report = _progress_printer(label, s.iterations) if progress else None
         result = stylize(net, content_image, style_images, s_cw, on_iteration=report, autocast=amp)
         results.append((cw, result))
@@ -82,7 +83,8 @@ def optimize(content: str | Path, styles: Sequence[str | Path], out: str | Path,
         initial=first.initial, final=first.final, settings=first.settings, loss_net=_loss_net_record(net),
         seconds=first.seconds, seconds_per_iteration=first.seconds / max(len(first.history), 1),
         size=list(first.image.shape[-2:]), output=str(run / "stylized.png"), pictures=pictures,
-        runs=[{"content_weight": cw, "initial": r.initial, "final": r.final, "seconds": r.seconds,
+        runs=[{"content_weight": cw, "label": content_weight_label(cw, s.style_weight), "initial": r.initial,
+               "final": r.final, "seconds": r.seconds,
                "output": str(run / f"stylized-cw{cw:g}.png")} for cw, r in results],
         precision=execution.precision, cpu_class=execution.cpu_class, device=str(dev), threads=used,
         git_commit=runs.git_commit(), torch_version=torch.__version__)
@@ -102,14 +104,14 @@ def _pictures(run: RunDir, content: torch.Tensor, styles: list[torch.Tensor],
     if first.snapshots:
         images = [img for _, img in first.snapshots]
         labels = [f"iteration {i}" for i, _ in first.snapshots]
-        pictures["evolution"] = str(image_grid([images], [labels], run / "evolution.png",
-                                               title=f"evolution (content weight {results[0][0]:g})"))
+        title = f"evolution ({content_weight_label(results[0][0], s.style_weight)})"
+        pictures["evolution"] = str(image_grid([images], [labels], run / "evolution.png", title=title))
     if len(results) > 1:
         inputs = [resize_longest(content, s.size)] + [resize_longest(st, s.size) for st in styles]
         labels = ["content"] + [f"style {i + 1}" for i in range(len(styles))]
         pictures["content_weights"] = str(image_grid(
             [inputs, [r.image for _, r in results]],
-            [labels, [f"content weight {cw:g}" for cw, _ in results]], run / "content-weights.png",
+            [labels, [content_weight_label(cw, s.style_weight) for cw, _ in results]], run / "content-weights.png",
             title="the content weight trades the photo's structure against the painting's style"))
     return pictures
 

@@ -21,7 +21,8 @@
 
 Warping error: mean absolute difference, in pixel values of 0-255, between each output frame and the previous
 one warped along the input's Farneback flow, over the pixels where that flow passes the forward-backward test.
-Everything is deterministic (a fixed clip, a network's forward pass), so each figure is one measurement.
+The clips and the 'raw' figures are deterministic, so each figure is one measurement; the 'mp4' ones moved by
+up to 0.02 between two runs of this script (the encoder of `apply`).
 Writes benchmarks/results/style-flicker-<CPU class>.md (--name to change the stem).
 """
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -70,6 +70,12 @@ class StyleTrainSettings:
     """Style loss weight."""
     tv_weight: float = 10.0
     """Total-variation weight (smoothness of the output)."""
+    stability_weight: float = 0.0
+    """Stability weight (0: off): the mean squared change of the output when small noise is added to the photo,
+    so that noise and compression in a video's frames do not flicker in its stylization (Gupta et al. 2017 trace
+    flicker to this instability; the loss is Element AI's noise-resilience term, Rainy & de Berker 2018)."""
+    stability_noise: float = 0.02
+    """Standard deviation of that noise, in pixel values of 0 to 1 (0.02: about 5 of 255)."""
     width: int = 32
     """Channels of the network's first layer (32, as the paper)."""
     residual_blocks: int = 5
@@ -142,14 +148,25 @@ class PhotoBatches:
 
 
 class PerceptualObjective:
-    """The engine's objective: content (output vs its input), style (output vs the painting), TV."""
+    """The engine's objective: content (output vs its input), style (output vs the painting), TV; with a
+    stability weight, also the mean squared difference between the output and the model's output for the input
+    plus Gaussian noise (both passes trained). The noise of step N is drawn from a generator seeded by (seed, N),
+    N being the schedule's checkpointed step count, so a resumed run draws what an uninterrupted one does."""
 
-    def __init__(self, objective: StyleObjective):
-        self.objective = objective
+    def __init__(self, objective: StyleObjective, model: torch.nn.Module | None = None, stability_weight: float = 0.0,
+                 noise: float = 0.0, seed: int = 0, step: Callable[[], int] = lambda: 0):
+        self.objective, self.model, self.stability = objective, model, (stability_weight, noise, seed, step)
 
     def __call__(self, outputs: torch.Tensor, inputs: torch.Tensor, _labels: torch.Tensor) -> torch.Tensor:
         targets = self.objective.content_targets(inputs)
-        return self.objective(outputs, targets)["total_loss"]
+        loss = self.objective(outputs, targets)["total_loss"]
+        weight, std, seed, step = self.stability
+        if weight and self.model is not None:
+            g = torch.Generator().manual_seed((seed * 2**32 + step()) % 2**64)
+            noise = torch.randn(inputs.shape, generator=g).to(inputs.device, inputs.dtype)
+            noisy = self.model((inputs + std * noise).clamp(0, 1))
+            loss = loss + weight * (outputs.float() - noisy.float()).pow(2).mean()
+        return loss
 
 
 class Previews(Callback):
@@ -215,6 +232,7 @@ def _settings_to_run(settings: StyleTrainSettings, session: RunSession) -> Style
     saved = session.run.read_json(SETTINGS)
     saved.pop("photos_key", None)
     saved.setdefault("output", "linear")  # a run started before `output` existed resumes its linear network
+    saved.setdefault("stability_weight", 0.0)  # ... and without the stability term
     try:
         return StyleTrainSettings(**saved)
     except TypeError:
@@ -263,8 +281,10 @@ def train(settings: StyleTrainSettings, out: str | Path, *, resume: bool = False
     meta = {"kind": WEIGHTS_KIND, "arguments": json.dumps(model.arguments()), "style": Path(s.style).name,
             "loss_net": net.name, "image_size": str(s.image_size)}
     previews = Previews(run, photos[: s.preview_images], s.preview_every, dev)
+    perceptual = PerceptualObjective(objective, model, s.stability_weight, s.stability_noise, s.seed,
+                                     lambda: schedule.step_count)
     trainer = Trainer(model, optimizer, schedule, device=dev, precision=execution.precision,
-                      objective=PerceptualObjective(objective), max_train_seconds=s.minutes * 60 or None,
+                      objective=perceptual, max_train_seconds=s.minutes * 60 or None,
                       callbacks=[previews, *session.recording(meta), *callbacks])  # previews first: see Previews
     checkpoint = session.checkpoint()
     session.restore(trainer, checkpoint)
@@ -306,7 +326,10 @@ def _check(s: StyleTrainSettings) -> None:
         raise UserError(f"--minutes must be 0 (no limit) or more, got {s.minutes}")
     if not (s.epochs > 0 and s.lr > 0):
         raise UserError(f"--epochs and --lr must be more than 0, got {s.epochs} and {s.lr}")
-    check_weights(content_weight=s.content_weight, style_weight=s.style_weight, tv_weight=s.tv_weight)
+    check_weights(content_weight=s.content_weight, style_weight=s.style_weight, tv_weight=s.tv_weight,
+                  stability_weight=s.stability_weight, stability_noise=s.stability_noise)
+    if s.stability_noise > 1:
+        raise UserError(f"--stability-noise is a standard deviation in pixel values of 0 to 1, got {s.stability_noise}")
 
 
 def load_network(path: str | Path, device: torch.device | str = "cpu") -> tuple[TransformNet, dict[str, str]]:

@@ -158,7 +158,7 @@ def test_a_budget_run_is_the_plain_run_of_its_planned_length_and_resumes_with_it
     resumed: the resumed call keeps the plan its checkpoint holds and runs only the steps left, so the one
     comparison covers both (tests/test_resume.py covers resuming plain runs)."""
     monkeypatch.setattr(pace, "CHECK_SHARE", 1e9)  # no re-planning (the StepClock tests below replay re-plans)
-    minutes = 0.25
+    minutes = 0.4
     extra = {"train.budget_minutes": minutes, "schedule.warmup_epochs": 0.6}
     with pytest.raises(UserError, match="interrupted after 1 finished epochs"):
         train(fast_tiny(fake_cifar_root, tmp_path / "budget", **extra), callbacks=[InterruptAt(1)])

@@ -121,3 +121,21 @@ def trained_classifier(fake_cifar_root, tmp_path_factory) -> Path:
                  "train.precision": "fp32", "optim.name": "adam", "optim.lr": 0.003, "out": str(out)}
     train(config.resolve(None, overrides))
     return out
+
+
+@pytest.fixture(scope="session")
+def transfer_runs(tmp_path_factory) -> Path:
+    """A features run (`features/`) and a finetune run (`finetune/`: efficientnet_lite0, two trainable layers)
+    on a tiny colour dataset (3 classes), fp32, seconds each; shared by the tests that only read them."""
+    from cnnlab import config, train
+    from test_transfer import imagefolder
+
+    base = tmp_path_factory.mktemp("transfer-runs")
+    root = imagefolder(base / "d", per_class=4)
+    common = {"data.path": str(root), "data.cache_dir": str(base / "cache"), "data.val_fraction": 0.25,
+              "data.test_fraction": 0.0, "train.precision": "fp32", "train.progress": False}
+    train(config.resolve("features", {**common, "train.epochs": 3, "out": str(base / "features")}))
+    train(config.resolve("finetune", {**common, "train.epochs": 1, "transfer.head_epochs": 0,
+                                      "transfer.trainable": "2", "train.batch_size": 6,
+                                      "out": str(base / "finetune")}))
+    return base

@@ -203,7 +203,7 @@ def test_start_a_run_and_watch_its_curve_grow(browser, server):
     browser.get(url)
     form = browser.find_element(By.ID, "train-form")
     Select(form.find_element(By.NAME, "preset")).select_by_visible_text("demo")
-    for name, value in (("minutes", "0.3"), ("train_images", "300")):
+    for name, value in (("minutes", "0.2"), ("train_images", "300")):
         field = form.find_element(By.NAME, name)
         field.clear()
         field.send_keys(value)

@@ -1,9 +1,7 @@
 """Training that fits a time budget: the planner, the stretched recipe, the layout of rows, re-planning while
 training (with a test clock, so that decisions are reproducible), and whole budget runs."""
 
-import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,8 +16,8 @@ from cnnlab.engine import Callback, budget, pace
 from cnnlab.engine.layout import Layout
 from cnnlab.engine.optim import LrSchedule
 from cnnlab.errors import UserError
-from conftest import real_data_root
-from test_cli import assert_one_line_error, cnnlab
+from test_bad_input import assert_one_line_error, run
+from test_resume import CountEpochs, InterruptAt
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -152,24 +150,37 @@ def fast_tiny(root, out, **extra):
         "train.progress": False, "out": str(out), **extra})
 
 
-def test_a_budget_run_is_the_plain_run_of_its_planned_length(fake_cifar_root, tmp_path, monkeypatch):
+def test_a_budget_run_is_the_plain_run_of_its_planned_length_and_resumes_with_its_plan(fake_cifar_root, tmp_path,
+                                                                                       monkeypatch):
     """The planner chooses a length: without re-planning the run then equals, bit for bit, a plain run of that
     length with the recipe stretched the same way (warm-up, low-resolution epochs, whitening bias, last
-    fraction), its rows inside epochs notwithstanding."""
-    monkeypatch.setattr(pace, "CHECK_SHARE", 1e9)  # no re-planning
-    budgeted = train(fast_tiny(fake_cifar_root, tmp_path / "budget", **{"train.budget_minutes": 0.4,
-                                                                         "schedule.warmup_epochs": 0.6}))
-    plan = budgeted.summary["budget"]
-    assert plan["total_steps"] >= 1 and budgeted.summary["steps"] == plan["total_steps"] and plan["replans"] == []
-    assert budgeted.summary["stop_reason"] == "" and budgeted.summary["budget_minutes"] == 0.4
-    assert budgeted.summary["actual_seconds"] > 0 and budgeted.summary["planned_seconds"] <= 0.4 * 60
+    fraction), its rows inside epochs notwithstanding. The budget run is interrupted after its first epoch and
+    resumed: the resumed call keeps the plan its checkpoint holds and runs only the steps left, so the one
+    comparison covers both (tests/test_resume.py covers resuming plain runs)."""
+    monkeypatch.setattr(pace, "CHECK_SHARE", 1e9)  # no re-planning (the StepClock tests below replay re-plans)
+    minutes = 0.4
+    extra = {"train.budget_minutes": minutes, "schedule.warmup_epochs": 0.6}
+    with pytest.raises(UserError, match="interrupted after 1 finished epochs"):
+        train(fast_tiny(fake_cifar_root, tmp_path / "budget", **extra), callbacks=[InterruptAt(1)])
+    plan = torch.load(tmp_path / "budget" / "checkpoint.pt", weights_only=True)["budget_plan"]
+    assert plan["epochs"] > 1
+    counted = CountEpochs()
+    budgeted = train(fast_tiny(fake_cifar_root, tmp_path / "budget", **extra), resume=tmp_path / "budget",
+                     callbacks=[counted])
+    rows = runs.RunDir(tmp_path / "budget").read_metrics()
+    assert 1 <= counted.ran < len(rows)  # continued after the first rows, did not start again
+    summary = budgeted.summary
+    assert {k: summary["budget"][k] for k in plan} == plan and summary["resumed"] is True
+    assert plan["total_steps"] >= 1 and summary["steps"] == plan["total_steps"] and summary["budget"]["replans"] == []
+    assert summary["stop_reason"] == "" and summary["budget_minutes"] == minutes
+    assert summary["actual_seconds"] > 0 and summary["planned_seconds"] <= minutes * 60
     f = plan["stretch"]
     plain = train(fast_tiny(fake_cifar_root, tmp_path / "plain", **{
         "train.epochs": plan["epochs"], "data.low_res_epochs": 1.0 * f, "schedule.warmup_epochs": 0.6 * f,
         "model.whiten_bias_epochs": 1.0 * f}))
     a, b = load_file(tmp_path / "budget" / "best.safetensors"), load_file(tmp_path / "plain" / "best.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert plain.summary["test_accuracy"] == budgeted.summary["test_accuracy"]
+    assert plain.summary["test_accuracy"] == summary["test_accuracy"]
 
 
 class StepClock(Callback):
@@ -279,33 +290,20 @@ def test_a_resumed_budget_run_replays_the_decisions_bit_for_bit(fake_cifar_root,
         == [{k: v for k, v in r.items() if k not in drop} for r in runs.RunDir(tmp_path / "whole").read_metrics()]
 
 
-def test_budget_run_on_real_cifar_ends_within_its_budget(tmp_path):
-    out = tmp_path / "run"
-    minutes = 0.6
-    proc = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--config", CONFIGS / "fast89.yaml", "--minutes",
-                           str(minutes), "--seed", "0", "--out", out, "--no-progress", "data.limit_train=5000",
-                           "model.widths=[16,32,64]", "--data-root", real_data_root()],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[1].startswith(f"budget {minutes:g} min: ")
-    s = json.loads((out / "summary.json").read_text())
-    assert s["budget_minutes"] == minutes and 0.3 < s["test_accuracy"] <= 1
-    assert s["stop_reason"] == ""  # the plan held: no emergency stop
-    assert s["actual_seconds"] <= minutes * 60  # the whole run, final evaluation and files included
-    final = s["budget"]["replans"][-1][1] if s["budget"]["replans"] else s["budget"]["total_steps"]
-    assert s["steps"] == final > 10
+# A budget run on real CIFAR-10, as a process, ending within its minutes: tests/test_cli.py's end-to-end test.
 
 
-def test_bad_budgets_are_one_line_errors(tmp_path, fake_cifar_root):
+def test_bad_budgets_are_one_line_errors(tmp_path, fake_cifar_root, capsys):
+    """Through cli.main in this process, as test_bad_input.py does (test_cli.py runs a one-line error as a process)."""
     for value in ("0", "-1"):
-        proc = cnnlab("train", "--minutes", value, "--data-root", fake_cifar_root, "--out", tmp_path / "r")
-        assert_one_line_error(proc, "train.budget_minutes", f"got {value}")
-    proc = cnnlab("train", "--minutes", "0.01", "--data-root", fake_cifar_root, "data.download=false",
-                  "--val-size", "0", "--out", tmp_path / "r2")
-    assert_one_line_error(proc, "--minutes 0.01 is too small for one training step", "give at least --minutes")
-    proc = cnnlab("train", "--minutes", "1", "--data-root", fake_cifar_root, "data.download=false",
-                  "--val-size", "100", "train.budget_schedule=cosine", "--out", tmp_path / "r3")
-    assert_one_line_error(proc, "train.budget_schedule", "anneal, recipe")
+        assert_one_line_error(*run(["train", "--minutes", value, "--data-root", fake_cifar_root, "--out",
+                                    tmp_path / "r"], capsys)[::2], "train.budget_minutes", f"got {value}")
+    assert_one_line_error(*run(["train", "--minutes", "0.01", "--data-root", fake_cifar_root, "data.download=false",
+                                "--val-size", "0", "--out", tmp_path / "r2"], capsys)[::2],
+                          "--minutes 0.01 is too small for one training step", "give at least --minutes")
+    assert_one_line_error(*run(["train", "--minutes", "1", "--data-root", fake_cifar_root, "data.download=false",
+                                "--val-size", "100", "train.budget_schedule=cosine", "--out", tmp_path / "r3"],
+                               capsys)[::2], "train.budget_schedule", "anneal, recipe")
 
 
 def test_the_budget_of_a_command_counts_from_its_process_start():

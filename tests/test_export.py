@@ -14,7 +14,6 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from cnnlab import config, train
 from cnnlab.classify.inference import photo_batch
 from cnnlab.data.images import expand_image_paths, read_image
 from cnnlab.export import export, load_exported
@@ -22,7 +21,6 @@ from cnnlab.models.trained import load_trained
 from cnnlab.runs import RunDir
 from conftest import SHARED_DATA
 from test_bad_input import assert_one_line_error, run
-from test_transfer import imagefolder
 
 PHOTOS = SHARED_DATA / "images" / "photos"
 # fp32 both sides; the file computes what the run's model computes, in another order (ONNX Runtime fuses
@@ -107,21 +105,6 @@ def test_predict_with_the_file_prints_what_predict_with_the_run_prints(exported,
 
 
 # ------------------------------------------------------------------------------ features and finetune runs
-
-
-@pytest.fixture(scope="module")
-def transfer_runs(tmp_path_factory):
-    """A features run and a finetune run (efficientnet_lite0, two trainable layers) on a tiny colour dataset,
-    fp32, seconds each."""
-    base = tmp_path_factory.mktemp("transfer-export")
-    root = imagefolder(base / "d", per_class=4)
-    common = {"data.path": str(root), "data.cache_dir": str(base / "cache"), "data.val_fraction": 0.25,
-              "data.test_fraction": 0.0, "train.precision": "fp32", "train.progress": False}
-    train(config.resolve("features", {**common, "train.epochs": 3, "out": str(base / "features")}))
-    train(config.resolve("finetune", {**common, "train.epochs": 1, "transfer.head_epochs": 0,
-                                      "transfer.trainable": "2", "train.batch_size": 6,
-                                      "out": str(base / "finetune")}))
-    return base
 
 
 @pytest.mark.parametrize("kind", ["features", "finetune"])

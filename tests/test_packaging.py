@@ -188,10 +188,11 @@ def test_cnnlab_is_imported_from_the_wheel_not_the_checkout(installed, elsewhere
 
 @pytest.fixture(scope="session")
 def trained_run(installed, elsewhere, fake_cifar_root) -> Path:
-    """`cnnlab train --config demo` from the wheel (its preset is package data) on the fake CIFAR-10."""
+    """`cnnlab train --config demo` from the wheel (its preset is package data) on the fake CIFAR-10: one epoch,
+    its 2-minute budget off (a budget run lasts its minutes; page-started budget runs are test_serve.py's)."""
     out = elsewhere / "runs" / "wheel-demo"
-    _run([installed / "cnnlab", "train", "--config", "demo", "--minutes", "0.3", "--limit-train", "300",
-          "--val-size", "100", "--no-progress", "--out", out, f"data.root={fake_cifar_root}",
+    _run([installed / "cnnlab", "train", "--config", "demo", "train.budget_minutes=null", "--epochs", "1",
+          "--limit-train", "300", "--val-size", "100", "--no-progress", "--out", out, f"data.root={fake_cifar_root}",
           "data.download=false"], cwd=elsewhere, timeout=150, env=_user_env())
     return out
 
@@ -200,7 +201,7 @@ def test_doctor_and_train_run_from_the_wheel(installed, elsewhere, trained_run):
     report = _run([installed / "cnnlab", "doctor", "--seconds", "0"], cwd=elsewhere, env=_user_env())
     assert "cpu capability" in report and "auto picks" in report, report
     summary = json.loads((trained_run / "summary.json").read_text())
-    assert 0 <= summary["test_accuracy"] <= 1
+    assert summary["name"] == "demo" and summary["epochs"] == 1 and 0 <= summary["test_accuracy"] <= 1
 
 
 def _free_port() -> int:

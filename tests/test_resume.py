@@ -16,8 +16,6 @@ from cnnlab import classify, config, evaluate, runs, train
 from cnnlab.engine import Callback
 from cnnlab.errors import UserError
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
 
 class CountEpochs(Callback):
     """How many epochs this call ran (a resumed run runs only those its checkpoint lacks)."""
@@ -100,28 +98,8 @@ def test_resume_equals_uninterrupted_run(scenario, tiny_overrides, tmp_path):
     assert resumed.summary["steps"] == full.summary["steps"] and resumed.summary["resumed"] is True
 
 
-def test_resume_of_a_budget_run_keeps_its_plan(fake_cifar_root, tmp_path, monkeypatch):
-    from cnnlab.engine import pace
-
-    monkeypatch.setattr(pace, "CHECK_SHARE", 1e9)  # no re-planning (tests/test_budget.py replays re-plans)
-    base = {"data.root": str(fake_cifar_root), "data.download": False, "model.widths": [8, 16, 16],
-            "train.batch_size": 50, "train.progress": False, "train.budget_minutes": 0.25}
-    cfg = config.resolve(CONFIGS / "fast89.yaml", {**base, "out": str(tmp_path / "cut")})
-    with pytest.raises(UserError, match="interrupted after 1 finished epochs"):
-        train(cfg, callbacks=[InterruptAt(1)])
-    plan = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["budget_plan"]
-    assert plan["epochs"] > 1
-    counted = CountEpochs()
-    resumed = train(config.resolve(CONFIGS / "fast89.yaml", {**base, "out": str(tmp_path / "cut")}),
-                    resume=tmp_path / "cut", callbacks=[counted])
-    assert 1 <= counted.ran < len(rows(tmp_path / "cut"))  # continued after the first rows, did not start again
-    assert {k: resumed.summary["budget"][k] for k in plan} == plan and resumed.summary["steps"] == plan["total_steps"]
-    f = plan["stretch"]
-    plain = {k: v for k, v in base.items() if k != "train.budget_minutes"}
-    train(config.resolve(CONFIGS / "fast89.yaml", {**plain, "out": str(tmp_path / "plain"),
-                                                   "train.epochs": plan["epochs"], "data.low_res_epochs": f,
-                                                   "model.whiten_bias_epochs": f}))
-    assert_same_weights(tmp_path / "plain", tmp_path / "cut")
+# A budget run keeps its plan when resumed: tests/test_budget.py (its run against the plain run of the same
+# length is an interrupted and resumed one).
 
 
 def test_best_weights_are_those_of_the_best_validation_epoch(tiny_overrides, tmp_path):

@@ -32,12 +32,6 @@ def assert_valid_summary(folder: Path, kind: str) -> dict:
     return data
 
 
-def tiny_cfg(root: Path, out: Path, **extra) -> config.Config:
-    return config.resolve(None, {"data.root": str(root), "data.download": False, "data.val_size": 100,
-                                 "model.widths": [4, 8], "model.fc_width": 8, "train.epochs": 1,
-                                 "train.batch_size": 50, "train.progress": False, "out": str(out), **extra})
-
-
 def test_the_shipped_schema_is_the_one_the_dataclasses_generate():
     assert schema.load_shipped() == json.loads(schema.schema_text()), \
         "regenerate it: python -m cnnlab.runs.schema"
@@ -57,8 +51,8 @@ def test_a_summary_with_an_undeclared_key_or_a_wrong_type_fails_the_schema():
         jsonschema.validate({**good, "kind": "style-network"}, schema.load_shipped())  # wrong fields for that kind
 
 
-def test_train_evaluate_transfer_and_ablation_write_valid_summaries(fake_cifar_root, tmp_path):
-    source = train(tiny_cfg(fake_cifar_root, tmp_path / "train")).run_dir
+def test_train_evaluate_transfer_and_ablation_write_valid_summaries(fake_cifar_root, trained_classifier, tmp_path):
+    source = trained_classifier  # the session's finished train run (read only: what this test writes goes elsewhere)
     assert_valid_summary(source, "train")
     first = evaluate(source, out=tmp_path / "eval-a")
     data = assert_valid_summary(tmp_path / "eval-a", "evaluate")
@@ -87,15 +81,9 @@ def test_train_evaluate_transfer_and_ablation_write_valid_summaries(fake_cifar_r
     assert data["runs"] == ["a", "b"] and data["finished"] == 2
 
 
-def test_features_and_finetune_write_valid_summaries(tmp_path):
-    photos = imagefolder(tmp_path / "photos", per_class=3)
-    common = {"data.dataset": "folder", "data.path": str(photos), "train.epochs": 1, "train.progress": False,
-              "data.cache_dir": str(tmp_path / "cache"), "data.val_fraction": 0.34}
-    train(config.resolve("features", {**common, "out": str(tmp_path / "f")}))
-    assert_valid_summary(tmp_path / "f", "features")
-    train(config.resolve("finetune", {**common, "transfer.head_epochs": 0, "transfer.trainable": "1",
-                                      "train.batch_size": 6, "out": str(tmp_path / "ft")}))
-    assert_valid_summary(tmp_path / "ft", "finetune")
+def test_features_and_finetune_write_valid_summaries(transfer_runs):
+    assert_valid_summary(transfer_runs / "features", "features")
+    assert_valid_summary(transfer_runs / "finetune", "finetune")
 
 
 def test_style_network_and_stylize_write_valid_summaries(tmp_path):
@@ -173,10 +161,10 @@ def test_the_session_refuses_to_overwrite_or_to_resume_what_is_not_there(tmp_pat
     assert session.resume_command == f"cnnlab finetune --resume {tmp_path / 'fresh'}"
 
 
-def test_visualize_writes_a_valid_summary(fake_cifar_root, tmp_path):
+def test_visualize_writes_a_valid_summary(trained_classifier, tmp_path):
     from cnnlab import visualize
 
-    source = train(tiny_cfg(fake_cifar_root, tmp_path / "train")).run_dir
+    source = trained_classifier  # read only
     subject = visualize.load_subject(run=source)
     visualize.attribution(subject, [PHOTOS / "chelsea.png"], tmp_path / "attr", methods=["saliency", "gradcam"])
     data = assert_valid_summary(tmp_path / "attr", "visualize")

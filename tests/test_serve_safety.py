@@ -198,7 +198,7 @@ def test_model_work_waits_off_the_threads_that_answer_the_pages(app_client, monk
                 busy[0] -= 1
 
     monkeypatch.setattr(deps, "decode_upload", counted_decode)
-    monkeypatch.setattr(predict, "_answer", lambda *a: time.sleep(0.4) or {"predictions": []})
+    monkeypatch.setattr(predict, "_answer", lambda *a: time.sleep(0.25) or {"predictions": []})
     with ThreadPoolExecutor(44) as pool:  # more requests than AnyIO's 40 worker threads
         answers = [pool.submit(c.post, "/api/predict", files=_image()) for _ in range(42)]
         time.sleep(1.5)

@@ -101,9 +101,10 @@ def test_a_resumed_run_appends_and_drops_the_rows_it_logs_again(tmp_path, tiny_o
     assert assert_scalars_equal_metrics(out, batch_size=50) == [8, 16, 24]
 
 
-def test_off_writes_no_tensorboard_folder(tmp_path, tiny_overrides):
-    out = tmp_path / "off"
-    train(config.resolve(None, {**tiny_overrides, "train.epochs": 1, "out": str(out)}))
+def test_off_writes_no_tensorboard_folder(trained_classifier):
+    """The session's finished classifier run was trained with train.tensorboard at its default (off)."""
+    out = trained_classifier
+    assert config.resolve(out / "config.yaml").train.tensorboard is False
     assert (out / "metrics.csv").is_file() and not (out / FOLDER).exists()
 
 

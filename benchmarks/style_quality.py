@@ -94,6 +94,23 @@ def score(pictures: dict[str, object], photo, painting, loss_net) -> dict[str, d
     return out
 
 
+def out_of_range_share(run: Path, picture, photo, painting) -> float | None:
+    """Of the picture's outlier-colour pixels, the share where the network's raw output (fp32, before apply
+    clamps it) has a channel outside [-0.05, 1.05]; None without outliers."""
+    import torch
+
+    from cnnlab.style.quality import outlier_colour_mask
+    from cnnlab.style.train import load_network
+
+    mask = outlier_colour_mask(picture, [painting, photo[0]])
+    if not mask.any():
+        return None
+    with torch.inference_mode():
+        raw = load_network(run)[0](photo)[0]
+    outside = ((raw < -0.05) | (raw > 1.05)).any(0)
+    return float(outside[mask].float().mean())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=15)
@@ -136,10 +153,13 @@ def main() -> None:
         for name, stylizer in stylizers.items():
             pictures[name] = stylizer((photo * 255).round().to(torch.uint8)).float() / 255
         scores[photo_name] = score(pictures, photo, painting, loss_net)
+        for name, run in runs.items():  # where the outliers come from: the network's own, unclamped output
+            scores[photo_name][name]["out_of_range"] = out_of_range_share(run, pictures[name], photo, painting)
         reference = scores[photo_name]["optimize"]
         for method, s in scores[photo_name].items():
             rows.append([photo_name, method, f"{s['style_loss']:.4f}", f"{s['style_loss'] / reference['style_loss']:.2f}",
-                         f"{s['content_loss']:.4f}", f"{100 * s['outliers']:.3f}"])
+                         f"{s['content_loss']:.4f}", f"{100 * s['outliers']:.3f}",
+                         "" if s.get("out_of_range") is None else f"{100 * s['out_of_range']:.0f}"])
         grid.append([photo[0], *[p[0] for p in pictures.values()]])
         labels.append([photo_name, *pictures])
     summary = []
@@ -171,7 +191,8 @@ def main() -> None:
         table(["method", "style loss / optimize's (median)", "(worst)", "content loss / optimize's (median)",
                "outlier colours, worst photo (%)", "goals met"], summary), "",
         "Per photo:", "",
-        table(["photo", "method", "style loss", "/ optimize's", "content loss", "outlier colours (%)"], rows), "",
+        table(["photo", "method", "style loss", "/ optimize's", "content loss", "outlier colours (%)",
+               "of them, raw output out of [0, 1] (%)"], rows), "",
         f"Pictures: {picture_file.name}.", ""]
     if args.speed:
         from style_speed import speed_table

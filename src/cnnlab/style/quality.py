@@ -32,14 +32,15 @@ def _to_255(image: torch.Tensor) -> torch.Tensor:
     return (image.float().clamp(0, 1) * 255).round().long()
 
 
-def outlier_colour_share(output: torch.Tensor, references: list[torch.Tensor],
-                         distance: float = OUTLIER_DISTANCE, step: int = COLOUR_STEP) -> float:
-    """The share (0-1) of `output`'s pixels whose colour is more than `distance` (RGB, 0-255) from every colour
+def outlier_colour_mask(output: torch.Tensor, references: list[torch.Tensor],
+                        distance: float = OUTLIER_DISTANCE, step: int = COLOUR_STEP) -> torch.Tensor:
+    """[H, W] bool: which of `output`'s pixels have a colour more than `distance` (RGB, 0-255) from every colour
     of the `references` (the painting and the photo). Images are [3, H, W] or [1, 3, H, W], uint8 or float in
     [0, 1]; the references may have any size. Colours are snapped to a grid of `step` levels first (the
     distinct colours of a photo then number thousands, not millions), so a distance is exact to ±3.5."""
     palette = _palette(references, step)
-    pixels = _to_255(output).reshape(3, -1).T
+    image = _to_255(output)
+    pixels = image.reshape(3, -1).T
     snapped = torch.div(pixels, step, rounding_mode="floor")
     colours, inverse = torch.unique(snapped, dim=0, return_inverse=True)
     colours = colours.float() * step + step / 2
@@ -47,7 +48,13 @@ def outlier_colour_share(output: torch.Tensor, references: list[torch.Tensor],
     for start in range(0, len(colours), 4096):  # [4096, N] distances at a time: bounded memory
         block = colours[start:start + 4096]
         far[start:start + 4096] = torch.cdist(block, palette).amin(1) > distance
-    return float(far[inverse].float().mean())
+    return far[inverse].reshape(image.shape[-2:])
+
+
+def outlier_colour_share(output: torch.Tensor, references: list[torch.Tensor],
+                         distance: float = OUTLIER_DISTANCE, step: int = COLOUR_STEP) -> float:
+    """The share (0-1) of `output`'s pixels that outlier_colour_mask marks."""
+    return float(outlier_colour_mask(output, references, distance, step).float().mean())
 
 
 def picture_losses(objective, picture: torch.Tensor, photo: torch.Tensor) -> dict[str, float]:
@@ -58,4 +65,4 @@ def picture_losses(objective, picture: torch.Tensor, photo: torch.Tensor) -> dic
     return {"content_loss": float(terms["content_loss"]), "style_loss": float(terms["style_loss"])}
 
 
-__all__ = ["outlier_colour_share", "picture_losses", "OUTLIER_DISTANCE"]
+__all__ = ["outlier_colour_mask", "outlier_colour_share", "picture_losses", "OUTLIER_DISTANCE"]

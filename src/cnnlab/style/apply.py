@@ -15,6 +15,7 @@ output within bf16's rounding of fp32's, as autocast's was (tests/test_style_sli
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 import time
@@ -39,7 +40,8 @@ class Stylizer:
         self.device, self.precision, self.channels_last = device, precision, channels_last
         self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32  # see the module docstring
         fmt = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = model.eval().to(device, dtype=self.dtype, memory_format=fmt)
+        # a copy: Module.to converts in place, and the caller's network must stay as it was (fp32, its device)
+        self.model = copy.deepcopy(model).eval().to(device, dtype=self.dtype, memory_format=fmt)
 
     @torch.inference_mode()
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:

@@ -76,3 +76,16 @@ def test_a_network_saved_before_the_output_choice_loads_as_linear(tmp_path):
     runs.RunDir(tmp_path).save_weights(new.state_dict(), "new.safetensors",
                                        metadata={"kind": WEIGHTS_KIND, "arguments": json.dumps(new.arguments())})
     assert load_network(tmp_path / "new.safetensors")[0].output == "sigmoid"
+
+
+def test_the_stylizer_leaves_the_callers_network_as_it_was():
+    """apply's bf16 path converts its own copy: a network handed to it stays fp32 and computes as before."""
+    from cnnlab.style.apply import Stylizer
+    from cnnlab.style.transformer import TransformNet
+
+    net = TransformNet(width=4, residual_blocks=1)
+    x = torch.rand(1, 3, 20, 20)
+    before = net(x)
+    Stylizer(net, torch.device("cpu"), "bf16")(torch.zeros(1, 3, 20, 20, dtype=torch.uint8))
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+    assert torch.equal(net(x), before)

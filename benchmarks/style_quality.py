@@ -94,19 +94,18 @@ def score(pictures: dict[str, object], photo, painting, loss_net) -> dict[str, d
     return out
 
 
-def out_of_range_share(run: Path, picture, photo, painting) -> float | None:
+def out_of_range_share(network, picture, photo, painting) -> float | None:
     """Of the picture's outlier-colour pixels, the share where the network's raw output (fp32, before apply
     clamps it) has a channel outside [-0.05, 1.05]; None without outliers."""
     import torch
 
     from cnnlab.style.quality import outlier_colour_mask
-    from cnnlab.style.train import load_network
 
     mask = outlier_colour_mask(picture, [painting, photo[0]])
     if not mask.any():
         return None
     with torch.inference_mode():
-        raw = load_network(run)[0](photo)[0]
+        raw = network(photo)[0]
     outside = ((raw < -0.05) | (raw > 1.05)).any(0)
     return float(outside[mask].float().mean())
 
@@ -143,7 +142,8 @@ def main() -> None:
     configure_threads(2)
     cpu = torch.device("cpu")
     precision = resolve_execution(cpu, "auto", False).precision
-    stylizers = {name: Stylizer(load_network(run)[0], cpu, precision) for name, run in runs.items()}
+    networks = {name: load_network(run)[0] for name, run in runs.items()}  # fp32: the Stylizer converts a copy
+    stylizers = {name: Stylizer(network, cpu, precision) for name, network in networks.items()}
     painting = read_image(args.style)
     loss_net = lossnet.build("efficientnet_lite0")
     rows, grid, labels, scores = [], [], [], {}
@@ -153,8 +153,8 @@ def main() -> None:
         for name, stylizer in stylizers.items():
             pictures[name] = stylizer((photo * 255).round().to(torch.uint8)).float() / 255
         scores[photo_name] = score(pictures, photo, painting, loss_net)
-        for name, run in runs.items():  # where the outliers come from: the network's own, unclamped output
-            scores[photo_name][name]["out_of_range"] = out_of_range_share(run, pictures[name], photo, painting)
+        for name, network in networks.items():  # where the outliers come from: the network's unclamped output
+            scores[photo_name][name]["out_of_range"] = out_of_range_share(network, pictures[name], photo, painting)
         reference = scores[photo_name]["optimize"]
         for method, s in scores[photo_name].items():
             rows.append([photo_name, method, f"{s['style_loss']:.4f}", f"{s['style_loss'] / reference['style_loss']:.2f}",
@@ -197,7 +197,7 @@ def main() -> None:
     if args.speed:
         from style_speed import speed_table
         parts += ["## Speed", "", "The networks' forward pass (benchmarks/style_speed.py's measure):", "",
-                  speed_table({n: load_network(r)[0].arguments() for n, r in runs.items()}, repeats=5)[0], ""]
+                  speed_table({n: net.arguments() for n, net in networks.items()}, repeats=5)[0], ""]
     if args.content_weights:
         from style_content_weights import content_weight_table
         parts += ["## The course's content weights", "",

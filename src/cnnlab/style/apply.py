@@ -9,7 +9,7 @@ The inference path is the one benchmarks/style.py measured fastest on CPUs: chan
 the precision rule of engine/device.py (bf16 only where the hardware computes it natively), under
 torch.inference_mode. bf16 runs as bf16 weights and activations rather than autocast: autocast keeps reflection
 padding, up-sampling and instance norm in fp32, so every layer converted its activations twice; on a native-bf16
-CPU the network runs 1.2-1.8x faster without those copies (benchmarks/style_speed.py measures both paths), its
+CPU the network runs 1.1-1.8x faster without those copies (benchmarks/style_speed.py measures both paths), its
 output within bf16's rounding of fp32's, as autocast's was (tests/test_style_slim.py).
 """
 

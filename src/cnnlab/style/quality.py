@@ -3,8 +3,9 @@
 - ``outlier_colour_share``: the share of the output's pixels whose colour is far (RGB distance > 50 on the
   0-255 scale) from every colour of the painting and of the photo. A good stylization paints with the
   painting's palette over the photo's shapes, so nearly all of its colours are near one of theirs (an image
-  optimized by L-BFGS: 0.00-0.01 %); the saturated rainbow blobs a badly trained style network puts on bright
-  regions are colours neither image has, and show up here at 0.2-2.5 %.
+  optimized by L-BFGS: 0.000 % on six photos); the saturated blobs a style network with a linear output put on
+  bright regions are colours neither image has, and showed up at 0.35-0.64 % (15 minutes of training:
+  benchmarks/results/style-quality-*.md).
 - ``picture_losses``: the content and style loss of a finished picture against the photo and the painting,
   with the same loss network and relative terms as training and `optimize` (losses.py), so a network's output
   and an optimized image of the same photo can be compared term by term.
@@ -18,11 +19,17 @@ OUTLIER_DISTANCE = 50.0  # RGB distance on the 0-255 scale
 COLOUR_STEP = 4  # colours are compared on a grid of 4 levels (error of a distance: at most 2·√3 ≈ 3.5)
 
 
+def _grid_colours(pixels: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct colours of `pixels` ([N, 3], 0-255) snapped to the centres of a grid of `step` levels, as
+    [M, 3] floats, and for each pixel the index of its colour."""
+    snapped = torch.div(pixels, step, rounding_mode="floor")
+    colours, inverse = torch.unique(snapped, dim=0, return_inverse=True)
+    return colours.float() * step + step / 2, inverse
+
+
 def _palette(images: list[torch.Tensor], step: int) -> torch.Tensor:
     """The distinct colours of `images` ([3, H, W], uint8 or float in [0, 1]) on the grid, as [N, 3] floats."""
-    colours = [_to_255(im).reshape(3, -1).T for im in images]
-    snapped = torch.div(torch.cat(colours), step, rounding_mode="floor")
-    return torch.unique(snapped, dim=0).float() * step + step / 2
+    return _grid_colours(torch.cat([_to_255(im).reshape(3, -1).T for im in images]), step)[0]
 
 
 def _to_255(image: torch.Tensor) -> torch.Tensor:
@@ -40,10 +47,7 @@ def outlier_colour_mask(output: torch.Tensor, references: list[torch.Tensor],
     distinct colours of a photo then number thousands, not millions), so a distance is exact to ±3.5."""
     palette = _palette(references, step)
     image = _to_255(output)
-    pixels = image.reshape(3, -1).T
-    snapped = torch.div(pixels, step, rounding_mode="floor")
-    colours, inverse = torch.unique(snapped, dim=0, return_inverse=True)
-    colours = colours.float() * step + step / 2
+    colours, inverse = _grid_colours(image.reshape(3, -1).T, step)
     far = torch.ones(len(colours), dtype=torch.bool)
     for start in range(0, len(colours), 4096):  # [4096, N] distances at a time: bounded memory
         block = colours[start:start + 4096]

@@ -40,7 +40,7 @@ course: $(STAMP)
 	$(BIN)/cnnlab course --minutes 20 --out runs/course-20min
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 # Headless Chromium for tests/test_browser.py (Debian packages; see scripts/ensure-browser).
 browser:

@@ -9,7 +9,68 @@ import numpy as np
 import pytest
 import torch
 
-torch.set_num_threads(min(2, torch.get_num_threads()))  # never more compute threads than the 2 cores
+from cnnlab.engine.device import available_cores
+
+
+ALL_CORES = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+
+
+def _xdist_worker() -> tuple[int, int] | None:
+    """(this worker's index, the number of workers) under pytest-xdist, else None."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw") or not ALL_CORES:
+        return None
+    return int(worker[2:]), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+
+
+def _own_cores() -> list[int]:
+    """This process's share of the cores: all of them, or under xdist its worker's slice (one each on 2 cores)."""
+    worker = _xdist_worker()
+    if worker is None:
+        return ALL_CORES
+    index, workers = worker
+    return ALL_CORES[index::workers] or [ALL_CORES[index % len(ALL_CORES)]]
+
+
+def _use_cores(cores: list[int]) -> None:
+    """Run this process, and everything it starts from now on, on `cores`, with at most 2 compute threads.
+
+    The cnnlab processes that CLI tests start inherit the affinity, and cnnlab sizes its threads by it
+    (engine/device.py: available_cores), so workers never run more compute threads than there are cores
+    (an oversubscribed CPU trains many times slower)."""
+    if cores and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cores)
+    torch.set_num_threads(min(2, available_cores()))
+
+
+# `make test` runs the suite in two pytest-xdist workers (-n 2), one core each on a 2-core machine: most tests
+# are single-threaded Python and process starts, which left the second core idle.
+_use_cores(_own_cores())
+
+
+@pytest.fixture(autouse=True)
+def _cores_for_this_test(request, tmp_path_factory):
+    """Under xdist, a test marked `whole_machine` (it runs processes side by side, or must fit a time budget)
+    gets every core: it waits until the other workers' tests end and keeps them from starting new ones
+    (an exclusive lock; every other test holds it shared), and its worker spans all cores meanwhile."""
+    if _xdist_worker() is None:
+        yield
+        return
+    import fcntl
+
+    whole = request.node.get_closest_marker("whole_machine") is not None
+    lock = tmp_path_factory.getbasetemp().parent / "cores.lock"  # one folder shared by the session's workers
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if whole else fcntl.LOCK_SH)
+        try:
+            if whole:
+                _use_cores(ALL_CORES)
+            yield
+        finally:
+            if whole:
+                _use_cores(_own_cores())
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

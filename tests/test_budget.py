@@ -150,6 +150,7 @@ def fast_tiny(root, out, **extra):
         "train.progress": False, "out": str(out), **extra})
 
 
+@pytest.mark.whole_machine  # its plan (more than one epoch in 0.4 min) depends on the machine's pace
 def test_a_budget_run_is_the_plain_run_of_its_planned_length_and_resumes_with_its_plan(fake_cifar_root, tmp_path,
                                                                                        monkeypatch):
     """The planner chooses a length: without re-planning the run then equals, bit for bit, a plain run of that

@@ -31,6 +31,7 @@ def assert_one_line_error(proc, *fragments):
 
 
 
+@pytest.mark.whole_machine  # a time budget: its steps must not depend on a test beside it
 def test_end_to_end_on_real_cifar_slice(tmp_path, capsys, monkeypatch):
     """The README's kind of command on real CIFAR-10 (the first 5,000 training images, the 10,000 test images):
     `cnnlab train --config fast89 --minutes M` as a process, which must end within its minutes, then `evaluate`

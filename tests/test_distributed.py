@@ -324,6 +324,7 @@ def test_sync_batchnorm_on_cpu_processes_is_a_clear_error(monkeypatch):
     distributed.check_sync_batchnorm(True, torch.device("cuda", 0))
 
 
+@pytest.mark.whole_machine  # `--workers 2` needs two cores of its own
 def test_a_parallel_grid_gives_the_serial_grids_results(tmp_path, fake_cifar_root):
     """`cnnlab ablate --workers 2`: two runs at once, one core each; every run equals the same run of a serial
     grid with one thread per run, bit for bit."""

@@ -33,10 +33,11 @@ def timed_make_test(clone: Path, env: dict[str, str]) -> tuple[float, str]:
     start = time.perf_counter()
     proc = subprocess.run(["make", "test"], cwd=clone, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
-    lines = (proc.stdout + proc.stderr).splitlines()
+    lines = proc.stdout.splitlines()
     summary = next((line.strip("= ") for line in reversed(lines) if re.search(r"\d+ passed", line)), "")
-    if proc.returncode != 0:
-        raise SystemExit("make test failed in the fresh clone:\n" + "\n".join(lines[-40:]))
+    if proc.returncode != 0:  # pytest's report is on stdout; stderr holds pip's and make's lines
+        errors = [line for line in proc.stderr.splitlines() if not line.startswith("WARNING: Location")]
+        raise SystemExit("make test failed in the fresh clone:\n" + "\n".join(lines[-60:] + errors[-10:]))
     return wall, summary
 
 

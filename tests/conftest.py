@@ -72,12 +72,14 @@ def _cores_for_this_test(request, tmp_path_factory):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# The real data every test reads: $CNNLAB_DATA when set (the Makefile sets it to ../shared/data where that exists),
+# else ../shared/data beside the checkout.
+SHARED_DATA = Path(os.environ.get("CNNLAB_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 def real_data_root() -> Path:
-    """../shared/data, or $CNNLAB_DATA; tests that need real data fail (not skip) when it is missing."""
-    root = Path(os.environ.get("CNNLAB_DATA", SHARED_DATA))
+    """The real data folder (SHARED_DATA); tests that need real data fail (not skip) when it is missing."""
+    root = SHARED_DATA
     assert (root / "cifar-10-batches-bin").is_dir(), f"real CIFAR-10 expected in {root} (set CNNLAB_DATA)"
     return root
 

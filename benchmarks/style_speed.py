@@ -1,6 +1,7 @@
 """Frames per second of slimmer style networks on this CPU: what `stylize train`'s architecture flags buy.
 
     python benchmarks/style_speed.py [--repeats 9] [--clip-frames 100] [--int8-weights RUN] [--quick]
+    python benchmarks/style_speed.py --isa avx2 [--repeats 5]    # 1 and 2 on this CPU restricted to AVX2
 
 1. The network's forward pass, per variant (TransformNet arguments; the paper's network first: every ratio
    divides by it, measured in the same run) at 320x240 and 512x512: batch 1 (a frame, as apply takes an image),
@@ -16,12 +17,18 @@
    (with --int8-weights a trained network's; random weights otherwise, whose distances mean less).
 
 Writes benchmarks/results/style-speed-<CPU class>.md. benchmarks/style_quality.py imports speed_table.
+
+--isa avx2 measures 1 and 2 instead in two child processes of the same run, fp32 (what apply's precision rule
+picks on a CPU without native bf16): one unrestricted (the baseline) and one with PyTorch, oneDNN and MKL
+restricted to AVX2 code paths (benchmarks/_isa.py, checked before timing). It writes
+benchmarks/results/style-speed-avx2-isa-<CPU class>.md: this machine held to AVX2, not a real AVX2 CPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import statistics
 import sys
@@ -34,6 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cpu_banner, save_result, table  # noqa: E402
+from _isa import ISA_ENVIRONMENT  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = Path(os.environ.get("CNNLAB_DATA", ROOT.parent / "shared" / "data")) / "images" / "photos"
@@ -50,7 +58,8 @@ VARIANTS: dict[str, dict] = {
     "w12 sep k5 d3": {"width": 12, "separable": True, "edge_kernel": 5, "downsamples": 3},
     "w8 sep k5 d3": {"width": 8, "separable": True, "edge_kernel": 5, "downsamples": 3},
 }
-CANDIDATES = ["w16 sep k5 d3", "w16 sep k3 d3", "w12 sep k5 d3"]
+# w8: the one slimmer network timed in the whole apply after none reached 25 frames/s there on AVX2 (not trained)
+CANDIDATES = ["w16 sep k5 d3", "w16 sep k3 d3", "w12 sep k5 d3", "w8 sep k5 d3"]
 
 
 def flags_for(arguments: Mapping) -> str:
@@ -97,12 +106,12 @@ def frames_per_second(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(samples)
 
 
-def _paths(arguments: Mapping, size: tuple[int, int]) -> dict[str, Callable[[], object]]:
+def _paths(arguments: Mapping, size: tuple[int, int], precision: str = "auto") -> dict[str, Callable[[], object]]:
     """The timed paths of one network at one size (see the module docstring)."""
     from cnnlab.engine.device import resolve_execution
     from cnnlab.style.apply import Stylizer
 
-    execution = resolve_execution(torch.device("cpu"))
+    execution = resolve_execution(torch.device("cpu"), precision)
     model = _network(arguments)
     frame = torch.randint(0, 256, (1, 3, size[1], size[0]), dtype=torch.uint8)
     x = frame.float() / 255
@@ -125,22 +134,22 @@ def _paths(arguments: Mapping, size: tuple[int, int]) -> dict[str, Callable[[], 
     paths = {"fp32": fp32, "fp32 channels_last": fp32_cl}
     if execution.precision == "bf16":
         paths["bf16 autocast, channels_last (apply before)"] = autocast_bf16
-    paths[f"apply ({apply_path_label()})"] = lambda: stylizer(frame)
+    paths[f"apply ({apply_path_label(precision)})"] = lambda: stylizer(frame)
     return paths
 
 
-def apply_path_label() -> str:
+def apply_path_label(precision: str = "auto") -> str:
     from cnnlab.engine.device import resolve_execution
 
-    execution = resolve_execution(torch.device("cpu"))
+    execution = resolve_execution(torch.device("cpu"), precision)
     return f"{execution.precision}, {'channels_last' if execution.channels_last else 'contiguous'}, uint8 in/out"
 
 
-def speed_table(variants: Mapping[str, Mapping], sizes=((320, 240), (512, 512)), repeats: int = 9
-                ) -> tuple[str, list[dict]]:
+def speed_table(variants: Mapping[str, Mapping], sizes=((320, 240), (512, 512)), repeats: int = 9,
+                precision: str = "auto") -> tuple[str, list[dict]]:
     """Frames/s of each variant's forward pass (name -> TransformNet arguments) at each size (width, height),
-    with the paper's network measured first in the same run (added when absent) as the ratios' baseline.
-    Returns a Markdown table and its rows as dicts."""
+    with the paper's network measured first in the same run (added when absent) as the ratios' baseline;
+    `precision` is apply's (auto: its rule on this CPU). Returns a Markdown table and its rows as dicts."""
     torch.set_num_threads(THREADS)
     paper = _network({}).arguments()
     baseline_name = next((name for name, a in variants.items() if _network(a).arguments() == paper), PAPER)
@@ -149,7 +158,7 @@ def speed_table(variants: Mapping[str, Mapping], sizes=((320, 240), (512, 512)),
     for name, arguments in variants.items():
         params = sum(p.numel() for p in _network(arguments).parameters())
         for size in sizes:
-            fps = {label: frames_per_second(fn, repeats) for label, fn in _paths(arguments, size).items()}
+            fps = {label: frames_per_second(fn, repeats) for label, fn in _paths(arguments, size, precision).items()}
             rows.append({"variant": name, "flags": flags_for(arguments), "arguments": dict(arguments),
                          "size": f"{size[0]}x{size[1]}", "parameters": params, "gflop": gflop(arguments, size),
                          "fps": fps})
@@ -203,7 +212,7 @@ def _saved_network(folder: Path, arguments: Mapping) -> Path:
     return run.path
 
 
-def apply_clip_rows(names: list[str], frames: int, runs: int = 3) -> list[list[str]]:
+def apply_clip_rows(names: list[str], frames: int, runs: int = 3, precision: str = "auto") -> list[list[str]]:
     """The whole apply (decode, stylize, encode) on a 320x240 clip: median frames/s of `runs` runs."""
     from cnnlab.style.apply import apply, stylize_video
 
@@ -219,8 +228,8 @@ def apply_clip_rows(names: list[str], frames: int, runs: int = 3) -> list[list[s
     base = None
     for name in names:
         model = _saved_network(work / name.replace(" ", "-").replace("(", "").replace(")", ""), VARIANTS[name])
-        rates = [apply(model, clip, work / "out.mp4", threads=THREADS, progress=False)["frames_per_second"]
-                 for _ in range(runs)]
+        rates = [apply(model, clip, work / "out.mp4", threads=THREADS, precision=precision, progress=False)
+                 ["frames_per_second"] for _ in range(runs)]
         rate = statistics.median(rates)
         base = base or rate
         rows.append([name, flags_for(VARIANTS[name]), f"{rate:.1f}", f"{rate / base:.1f}x"])
@@ -325,12 +334,25 @@ def main() -> None:
     parser.add_argument("--int8-weights", help="a trained network (run folder or .safetensors) for the int8 table")
     parser.add_argument("--int8-variant", default=CANDIDATES[0], choices=list(VARIANTS))
     parser.add_argument("--quick", action="store_true", help="3 repeats, 20 clip frames (a smoke run)")
+    parser.add_argument("--isa", choices=list(ISA_ENVIRONMENT), help="time 1 and 2 fp32, unrestricted and with this "
+                        "machine restricted to this ISA's code paths (see the module docstring)")
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)  # --isa's timed process: its rows as JSON
+    parser.add_argument("--precision", default="auto", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.repeats, args.clip_frames = 3, 20
+    if args.isa:
+        from style_speed_isa import isa_main
+
+        return isa_main(args)
     from cnnlab.engine.device import configure_threads
 
     configure_threads(THREADS)
+    if args.child:
+        rows = speed_table(VARIANTS, repeats=args.repeats, precision=args.precision)[1]
+        clip = apply_clip_rows([PAPER, *CANDIDATES], args.clip_frames, precision=args.precision)
+        args.child.write_text(json.dumps({"rows": rows, "clip": clip, "label": apply_path_label(args.precision)}))
+        return
     banner = cpu_banner()
     print(banner, flush=True)
     speed, rows = speed_table(VARIANTS, repeats=args.repeats)

@@ -47,6 +47,7 @@ SETTINGS: dict[str, dict] = {
 # decode + encode alone (a network that returns its input): the ceiling of any network, and (c) of the brief:
 # what the per-frame uint8 array copies and codec work cost
 IDENTITY = {"identity network, before": SETTINGS[BEFORE], "identity network, apply's defaults (now)": {}}
+FORWARD_BATCHES = (1, 2, 4, 8)
 AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
@@ -93,7 +94,27 @@ def worker(precision: str, frames: int, runs: int) -> dict:
         out = work / f"q-{len(quality)}.mp4"
         stylize_video(stylizer, clip, out, **kwargs)
         quality[name] = _psnr_and_bitrate(stylizer, clip, out)
-    return {"capability": cpu_capability(), "rates": rates, "quality": quality}
+    return {"capability": cpu_capability(), "rates": rates, "quality": quality,
+            "forward": {str(b): _forward_rate(stylizer, b, runs) for b in FORWARD_BATCHES}}
+
+
+def _forward_rate(stylizer, batch: int, runs: int) -> float:
+    """Median frames/s of the Stylizer alone (uint8 in and out) on batches of `batch` random 320x240 frames,
+    windows of about 24 frames after warm-up: hypothesis (a), whether a frame costs more in a batch."""
+    import time
+
+    import torch
+
+    frames = torch.randint(0, 256, (batch, 3, 240, 320), dtype=torch.uint8)
+    for _ in range(2):
+        stylizer(frames)
+    calls, samples = max(1, 24 // batch), []
+    for _ in range(runs):
+        start = time.perf_counter()
+        for _ in range(calls):
+            stylizer(frames)
+        samples.append(calls * batch / (time.perf_counter() - start))
+    return statistics.median(samples)
 
 
 def _run_worker(precision: str, frames: int, runs: int, env: dict[str, str]) -> dict:
@@ -144,15 +165,24 @@ def main() -> None:
     quality_rows = [[name, f"{results[first]['quality'][name][1]:.0f}", f"{results[first]['quality'][name][0]:.2f}"]
                     for name in SETTINGS]
     capabilities = ", ".join(f"{label}: ATen {r['capability']}" for label, r in results.items())
+    forward_rows = [[str(b), *[f"{results[label]['forward'][str(b)]:.1f}" for label in modes],
+                     *[f"{results[label]['forward'][str(b)] / results[label]['forward']['1']:.2f}x" for label in modes]]
+                    for b in FORWARD_BATCHES]
     text = "\n".join([
         "# `stylize apply` on video: the pipeline's settings", "", banner, "",
         f"Written by `python benchmarks/style_apply.py {' '.join(sys.argv[1:])}`.", "",
         f"The slim network `{flags_for(NETWORK)}` (random weights), {THREADS} threads, a {args.frames}-frame 320x240 "
         f"H.264 clip decoded, stylized and encoded by style/apply.py's stylize_video; median frames/s of "
-        f"{args.runs} runs, settings interleaved; ratios to the settings before ({BEFORE}) in the same process (identity rows: to the identity network before). "
+        f"{args.runs} runs, settings interleaved; ratios to the settings before ({BEFORE}) in the same process "
+        f"(identity rows: to the identity network before). "
         f"Each column is its own process ({capabilities}); the AVX2-restricted one is this CPU with PyTorch and "
         f"oneDNN held to AVX2 code paths (libx264 is not restricted), not a real AVX2 CPU.", "",
         table(headers, rows), "",
+        f"## The network alone by frames per batch (frames/s, median of {args.runs})", "",
+        "style/apply.py's Stylizer (uint8 frames in and out) on random 320x240 frames, no codec; ratio to batch 1.",
+        "",
+        table(["frames per batch", *[f"{label} (frames/s)" for label in modes],
+               *[f"{label} vs batch 1" for label in modes]], forward_rows), "",
         f"## Output size and closeness ({first})", "",
         "kbit/s of the video stream at x264's default CRF 23; PSNR of the decoded output against the network's "
         "forward pass on each decoded input frame (the codec's loss alone), all frames.", "",

@@ -42,6 +42,7 @@ SETTINGS: dict[str, dict] = {
     "batch 1, 1 thread, medium": {"batch": 1, "codec_threads": 1, "preset": "medium"},
     "batch 1, auto threads, veryfast": {"batch": 1, "codec_threads": 0, "preset": "veryfast"},
     "batch 1, 1 thread, veryfast": {"batch": 1, "codec_threads": 1, "preset": "veryfast"},
+    "batch 2, 1 thread, veryfast": {"batch": 2, "codec_threads": 1, "preset": "veryfast"},
     "apply's defaults (now)": {},
 }
 # decode + encode alone (a network that returns its input): the ceiling of any network, and (c) of the brief:

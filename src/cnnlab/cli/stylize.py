@@ -76,7 +76,8 @@ def add_stylize(sub) -> None:
     a.add_argument("--model", metavar="MODEL", required=True, help="a style training run directory or its weights")
     a.add_argument("--input", metavar="IMG|DIR|VIDEO", required=True)
     a.add_argument("--out", metavar="PATH", required=True, help="an image, a folder, or a video file name")
-    a.add_argument("--batch-size", type=int, default=8, help="video frames per batch")
+    a.add_argument("--batch-size", type=int,
+                   help="video frames per batch (default: the fastest measured, see benchmarks/style_apply.py)")
     _runtime(a)
     a.set_defaults(handler=cmd_stylize)
 

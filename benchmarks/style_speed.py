@@ -9,8 +9,8 @@
    after warm-up. Paths: fp32 contiguous; fp32 channels_last; bf16 autocast (apply's path before, only where
    apply's default precision is bf16); and apply's own (style/apply.py Stylizer: uint8 frame in, uint8 out,
    apply's default precision on this CPU). Parameters and GFLOP per frame (convolutions, FlopCounterMode).
-2. The whole `stylize apply` (the API call: decode, stylize in batches of 8, encode H.264) on a --clip-frames
-   320x240 clip, for the paper's network and the candidates, and with an identity network (decode + encode
+2. The whole `stylize apply` (the API call: decode, stylize, encode H.264 with apply's video settings,
+   style/apply.py VIDEO_SETTINGS) on a --clip-frames 320x240 clip, for the paper's network and the candidates, and with an identity network (decode + encode
    alone: the ceiling of any network).
 3. int8 on the best candidate: ONNX Runtime fp32 and static int8 (QDQ, per channel, calibrated on photos),
    PyTorch FX int8 (x86 backend), against fp32 eager, with the output's distance from fp32 in levels of 255
@@ -60,6 +60,13 @@ VARIANTS: dict[str, dict] = {
 }
 # w8: the one slimmer network timed in the whole apply after none reached 25 frames/s there on AVX2 (not trained)
 CANDIDATES = ["w16 sep k5 d3", "w16 sep k3 d3", "w12 sep k5 d3", "w8 sep k5 d3"]
+
+
+def video_settings() -> str:
+    """apply's video settings (style/apply.py VIDEO_SETTINGS) as the tables name them."""
+    from cnnlab.style.apply import VIDEO_SETTINGS
+
+    return ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in VIDEO_SETTINGS.items())
 
 
 def flags_for(arguments: Mapping) -> str:
@@ -366,7 +373,8 @@ def main() -> None:
         f"on this CPU ({apply_path_label()}). GFLOP counts the convolutions only.", "",
         speed, "",
         f"## The whole `stylize apply` on a {args.clip_frames}-frame 320x240 H.264 clip (frames/s, median of 3)", "",
-        "Decode, stylize (batches of 8, apply's default precision), encode H.264; random weights.", "",
+        f"Decode, stylize, encode H.264 with apply's video settings ({video_settings()}) in its default "
+        "precision; random weights.", "",
         table(["network", "flags", "frames/s", "vs paper"], clip), "",
         "## int8 (320x240, batch 1): frames/s and distance from fp32 eager's output (levels of 255)", "",
         table(["path", "frames/s", "mean distance", "max distance"], int8), ""])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from _common import cnnlab_env, cpu_banner, cpu_class, save_result, table
 from _isa import ISA_ENVIRONMENT, describe, isa_environment, restriction_report
-from style_speed import THREADS, VARIANTS
+from style_speed import THREADS, VARIANTS, video_settings
 
 SCRIPT = Path(__file__).resolve().parent / "style_speed.py"
 
@@ -72,7 +72,8 @@ def isa_text(args, runs: dict, checks: dict) -> str:
                f"{label}, {args.isa}", f"{label}, unrestricted", f"apply {args.isa} / unrestricted",
                "apply goal met"], body), "",
         f"## The whole `stylize apply` on a {args.clip_frames}-frame 320x240 H.264 clip (frames/s, median of 3)", "",
-        "Decode, stylize (batches of 8, fp32), encode H.264 (libx264 picks its own instructions: not restricted).",
+        f"Decode, stylize (apply's video settings {video_settings()}, fp32), encode H.264 (libx264 picks its own "
+        "instructions: not restricted).",
         "", table(["network", "flags", f"frames/s, {args.isa}", "frames/s, unrestricted",
                    f"{args.isa} / unrestricted", ">= 25 frames/s"], clip), ""])
 

@@ -12,6 +12,7 @@ from typing import Any
 from .. import runs
 from . import distributed
 from .loop import Callback, Trainer
+from .pace import CHECK_SHARE, MIN_CHANGE, clock
 
 
 class RunRecorder(Callback):
@@ -46,6 +47,41 @@ class RunRecorder(Callback):
         on_disk = self.run.weights_metadata(runs.BEST).get("epoch") if self.run.exists(runs.BEST) else None
         if on_disk != str(best["epoch"]):
             self.run.save_weights(best["weights"], runs.BEST, metadata={**self.meta, "epoch": str(best["epoch"])})
+
+
+class TimeCapAnneal(Callback):
+    """An lr curve that ends where a training-time cap does, for runs capped by minutes without a calibrated
+    plan (a style network's ``--minutes``; a classifier's time budget has engine/budget.py and pace.py).
+
+    The schedule anneals to its end (LrSchedule.anneal_to_end), and every CHECK_SHARE of the planned steps its
+    length is re-planned (LrSchedule.replan) to the steps the time left holds at the pace measured since this
+    process's first step (which pays for one-off setup and is left out). Time is counted as the Trainer's cap
+    counts it: finished epochs' training seconds plus the running epoch's. The schedule's curve travels in the
+    checkpoint, so a resumed run continues it."""
+
+    def __init__(self, schedule, cap_seconds: float, form: str = "linear"):
+        self.schedule, self.cap, self.form = schedule, cap_seconds, form
+        self._epoch_start = 0.0
+        self._first: tuple[int, float] | None = None  # (steps, seconds) after this process's first step
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self.schedule.anneal_to_end(self.form)
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+        self._epoch_start = clock()
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        done, seconds = trainer.state.steps, trainer.state.train_seconds + clock() - self._epoch_start
+        if self._first is None:
+            self._first = (done, seconds)
+            return
+        steps, spent = done - self._first[0], seconds - self._first[1]
+        if steps > 3 and done % max(1, round(CHECK_SHARE * self.schedule.total_steps)):
+            return  # re-planned at the first steps (the plan may be far off), then every few percent
+        new = done + int(max(0.0, self.cap - seconds) / max(spent / steps, 1e-9))
+        total = self.schedule.total_steps
+        if abs(new - total) > max(1.0, MIN_CHANGE * max(total - done, 0)):
+            self.schedule.replan(done, max(new, done + 1))
 
 
 class EpochPrinter(Callback):

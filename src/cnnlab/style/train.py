@@ -23,7 +23,7 @@ from .. import runs
 from ..config import OptimConfig, ScheduleConfig, one_of
 from ..data.images import IMAGE_SUFFIXES, images_under, read_image
 from ..engine import Callback, Trainer
-from ..engine.callbacks import ProgressBar
+from ..engine.callbacks import ProgressBar, TimeCapAnneal
 from ..engine.optim import LrSchedule, build_optimizer
 from ..engine.run import RunSession
 from ..errors import UserError
@@ -51,7 +51,8 @@ class StyleTrainSettings:
     image_size: int = 256
     """Side of the square crops of the content photos the network trains on."""
     style_size: int = 256
-    """Longest side the painting is resized to for its Gram matrices (its brush strokes' scale)."""
+    """Longest side the painting is resized to for its Gram matrices (its brush strokes' scale: the network
+    paints them at a fixed size in pixels, so the size of the pictures it will stylize is a good choice)."""
     batch_size: int = 4
     """Photos per training step."""
     epochs: float = 2.0
@@ -70,6 +71,9 @@ class StyleTrainSettings:
     """Style loss weight."""
     tv_weight: float = 10.0
     """Total-variation weight (smoothness of the output)."""
+    lr_anneal: str = one_of("none", "linear", "cosine")
+    """none: a constant lr | linear, cosine: the lr decays to 0 at the run's last step, or at the --minutes cap
+    (re-planned as the run measures its pace). Measured: no lower style loss at 5 minutes (docs/benchmarks/style.md)."""
     stability_weight: float = 0.0
     """Stability weight (0: off): the mean squared change of the output when small noise is added to the photo,
     so that noise and compression in a video's frames do not flicker in its stylization (Gupta et al. 2017 trace
@@ -233,6 +237,7 @@ def _settings_to_run(settings: StyleTrainSettings, session: RunSession) -> Style
     saved.pop("photos_key", None)
     saved.setdefault("output", "linear")  # a run started before `output` existed resumes its linear network
     saved.setdefault("stability_weight", 0.0)  # ... and without the stability term
+    saved.setdefault("lr_anneal", "none")  # ... and with a constant lr
     try:
         return StyleTrainSettings(**saved)
     except TypeError:
@@ -286,6 +291,10 @@ def train(settings: StyleTrainSettings, out: str | Path, *, resume: bool = False
     trainer = Trainer(model, optimizer, schedule, device=dev, precision=execution.precision,
                       objective=perceptual, max_train_seconds=s.minutes * 60 or None,
                       callbacks=[previews, *session.recording(meta), *callbacks])  # previews first: see Previews
+    if s.lr_anneal != "none" and s.minutes:
+        trainer.callbacks.append(TimeCapAnneal(schedule, s.minutes * 60, s.lr_anneal))
+    elif s.lr_anneal != "none":
+        schedule.anneal_to_end(s.lr_anneal)
     checkpoint = session.checkpoint()
     session.restore(trainer, checkpoint)
     print(f"training a style network ({sum(p.numel() for p in model.parameters()):,} parameters) for "

@@ -10,8 +10,8 @@
    apply's default precision is bf16); and apply's own (style/apply.py Stylizer: uint8 frame in, uint8 out,
    apply's default precision on this CPU). Parameters and GFLOP per frame (convolutions, FlopCounterMode).
 2. The whole `stylize apply` (the API call: decode, stylize, encode H.264 with apply's video settings,
-   style/apply.py VIDEO_SETTINGS) on a --clip-frames 320x240 clip, for the paper's network and the candidates, and with an identity network (decode + encode
-   alone: the ceiling of any network).
+   style/apply.py VIDEO_SETTINGS) on a --clip-frames 320x240 clip, for the paper's network and the
+   candidates, and with an identity network (decode + encode alone: the ceiling of any network).
 3. int8 on the best candidate: ONNX Runtime fp32 and static int8 (QDQ, per channel, calibrated on photos),
    PyTorch FX int8 (x86 backend), against fp32 eager, with the output's distance from fp32 in levels of 255
    (with --int8-weights a trained network's; random weights otherwise, whose distances mean less).

@@ -73,7 +73,8 @@ class StyleTrainSettings:
     """Total-variation weight (smoothness of the output)."""
     lr_anneal: str = one_of("none", "linear", "cosine")
     """none: a constant lr | linear, cosine: the lr decays to 0 at the run's last step, or at the --minutes cap
-    (re-planned as the run measures its pace). Measured: no lower style loss at 5 minutes (docs/benchmarks/style.md)."""
+    (re-planned as the run measures its pace). Measured: no lower style loss at 5 minutes (see
+    docs/benchmarks/style.md), so it is off by default."""
     stability_weight: float = 0.0
     """Stability weight (0: off): the mean squared change of the output when small noise is added to the photo,
     so that noise and compression in a video's frames do not flicker in its stylization (Gupta et al. 2017 trace

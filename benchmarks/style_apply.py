@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cnnlab_env, cpu_banner, save_result, table  # noqa: E402
+from _isa import isa_environment  # noqa: E402
 
 THREADS = 2
 NETWORK = {"width": 16, "separable": True, "edge_kernel": 5, "downsamples": 3}
@@ -49,7 +50,6 @@ SETTINGS: dict[str, dict] = {
 # what the per-frame uint8 array copies and codec work cost
 IDENTITY = {"identity network, before": SETTINGS[BEFORE], "identity network, apply's defaults (now)": {}}
 FORWARD_BATCHES = (1, 2, 4, 8)
-AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
 def _psnr_and_bitrate(stylizer, clip: Path, output: Path) -> tuple[float, float]:
@@ -118,9 +118,10 @@ def _forward_rate(stylizer, batch: int, runs: int) -> float:
     return statistics.median(samples)
 
 
-def _run_worker(precision: str, frames: int, runs: int, env: dict[str, str]) -> dict:
+def _run_worker(precision: str, frames: int, runs: int, isa: str | None) -> dict:
+    """One column's measurements in a child process, under `isa`'s caps (benchmarks/_isa.py; None: none)."""
     cmd = [sys.executable, __file__, "--worker", precision, "--frames", str(frames), "--runs", str(runs)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**cnnlab_env(), **env})
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=isa_environment(isa, cnnlab_env()))
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -142,14 +143,14 @@ def main() -> None:
 
     banner = cpu_banner()
     print(banner, flush=True)
-    modes = {"fp32": ("fp32", {})}
+    modes = {"fp32": ("fp32", None)}
     if cpu_native_bf16():
-        modes["bf16"] = ("bf16", {})
+        modes["bf16"] = ("bf16", None)
     if not args.no_avx2:
-        modes["fp32, AVX2-restricted"] = ("fp32", AVX2_ENV)
+        modes["fp32, AVX2-restricted"] = ("fp32", "avx2")
     results = {}
-    for label, (precision, env) in modes.items():
-        results[label] = _run_worker(precision, args.frames, args.runs, env)
+    for label, (precision, isa) in modes.items():
+        results[label] = _run_worker(precision, args.frames, args.runs, isa)
         print(f"  {label}: " + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in results[label]["rates"].items()),
               flush=True)
     headers = ["setting", *[f"{label} (frames/s)" for label in modes], *[f"{label} vs before" for label in modes],

@@ -6,11 +6,11 @@ tested against the real libraries, not only against a parser."""
 from __future__ import annotations
 
 import os
+import platform
 import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import _isa  # noqa: E402
@@ -41,9 +41,8 @@ def test_verbose_parser_counts_executed_primitives_with_and_without_the_version_
                      ("convolution", "brg_conv_fwd:avx512_core"): 1}
 
 
-@pytest.mark.skipif(not torch.backends.mkldnn.is_available()
-                    or str(torch.backends.cpu.get_cpu_capability()) not in ("AVX2", "AVX512"),
-                    reason="needs an x86 CPU with AVX2 and PyTorch built with oneDNN")
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+                    reason="AVX2 code paths exist on x86 CPUs only (every CI machine is one)")
 def test_the_avx2_cap_holds_in_the_child_process(tmp_path):
     report = _isa.restriction_report("avx2", [{"width": 8, "residual_blocks": 1}], dict(os.environ),
                                      str(tmp_path / "check.json"))

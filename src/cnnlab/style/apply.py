@@ -32,8 +32,8 @@ VIDEO_CODECS = {".mp4": "libx264", ".mkv": "libx264", ".mov": "libx264", ".m4v":
                 ".avi": "mpeg4", ".mpg": "mpeg2video", ".mpeg": "mpeg2video"}
 VIDEO_SUFFIXES = set(VIDEO_CODECS)
 # The video pipeline's defaults, the fastest settings benchmarks/style_apply.py measured (2 cores, 320x240):
-# one frame a batch, because a batch of 8 frames' activations outgrows the caches (fp32 ran a frame ~1.7x
-# slower in it than alone); one decoder and one encoder thread, because FFmpeg's automatic threads compete with
+# one frame a batch, because a batch of 8 frames' activations outgrows the caches (the network alone ran
+# batches of 8 at 0.60-0.84x the frame rate of single frames); one decoder and one encoder thread, because FFmpeg's automatic threads compete with
 # PyTorch's for the same cores (and x264's frame threads cost compression); x264's veryfast preset at its
 # default CRF 23 (about 8 % smaller files than medium, 0.3 dB further from the network's output).
 VIDEO_SETTINGS = {"batch": 1, "codec_threads": 1, "preset": "veryfast"}
@@ -114,7 +114,7 @@ def stylize_video(stylizer: Stylizer, source: Path, target: Path, batch: int | N
                 out_video.width, out_video.height = width + width % 2, height + height % 2
                 out_video.pix_fmt = "yuv420p"
                 out_video.codec_context.thread_count = codec_threads
-                if preset is not None and out_video.codec_context.name == "libx264":
+                if out_video.codec_context.name == "libx264":
                     out_video.codec_context.options = {"preset": preset}
                 out_audio = dst.add_stream_from_template(audio) if audio is not None else None
                 pending: list[tuple[torch.Tensor, int | None, object]] = []

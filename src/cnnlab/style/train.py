@@ -292,10 +292,11 @@ def train(settings: StyleTrainSettings, out: str | Path, *, resume: bool = False
     trainer = Trainer(model, optimizer, schedule, device=dev, precision=execution.precision,
                       objective=perceptual, max_train_seconds=s.minutes * 60 or None,
                       callbacks=[previews, *session.recording(meta), *callbacks])  # previews first: see Previews
-    if s.lr_anneal != "none" and s.minutes:
-        trainer.callbacks.append(TimeCapAnneal(schedule, s.minutes * 60, s.lr_anneal))
-    elif s.lr_anneal != "none":
-        schedule.anneal_to_end(s.lr_anneal)
+    if s.lr_anneal != "none":  # under --minutes the run's last step is known only as it trains
+        if s.minutes:
+            trainer.callbacks.append(TimeCapAnneal(schedule, s.minutes * 60, s.lr_anneal))
+        else:
+            schedule.anneal_to_end(s.lr_anneal)
     checkpoint = session.checkpoint()
     session.restore(trainer, checkpoint)
     print(f"training a style network ({sum(p.numel() for p in model.parameters()):,} parameters) for "

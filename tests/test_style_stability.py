@@ -80,12 +80,14 @@ def test_stability_settings_are_checked_and_are_flags():
     from cnnlab import cli
     from cnnlab.cli._common import settings_from
 
-    for bad in ({"stability_weight": -1.0}, {"stability_noise": float("nan")}, {"stability_noise": 2.0}):
+    for bad in ({"stability_weight": -1.0}, {"stability_noise": float("nan")}, {"stability_noise": 2.0},
+                {"stability_shift": -1}, {"stability_shift": 81}):
         with pytest.raises(UserError, match="--stability-"):
             style.StyleTrainSettings(**bad).check()
-    args = cli.parse_args(["stylize", "train", "--stability-weight", "5", "--stability-noise", "0.01"])
+    args = cli.parse_args(["stylize", "train", "--stability-weight", "5", "--stability-noise", "0.01",
+                           "--stability-shift", "4"])
     s = settings_from(args, style.StyleTrainSettings)
-    assert (s.stability_weight, s.stability_noise) == (5.0, 0.01)
+    assert (s.stability_weight, s.stability_noise, s.stability_shift) == (5.0, 0.01, 4)
 
 
 # ------------------------------------------------------------------------------------------ warping error
@@ -125,3 +127,73 @@ def test_warping_error_refuses_what_is_not_a_clip():
                                      (clip.astype(np.float32), clip, "uint8 frames")]:
         with pytest.raises(UserError, match=message):
             warping_error(inputs, outputs)
+
+
+
+# ------------------------------------------------------------------------------------------ motion (shift)
+
+class _NoStyle:
+    """A stand-in for the style objective that costs nothing: only the stability term is left."""
+
+    def content_targets(self, inputs):
+        return inputs
+
+    def __call__(self, outputs, targets):
+        return {"total_loss": outputs.sum() * 0}
+
+
+class _Pinned(torch.nn.Module):
+    """Adds a pattern fixed to the frame, as padding and strides do: its output does not move with the photo."""
+
+    def __init__(self):
+        super().__init__()
+        self.pattern = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(1))
+
+    def forward(self, x):
+        return x + self.pattern[..., :x.shape[-2], :x.shape[-1]]
+
+
+def _stability_term(model, inputs, shift: int, step: int) -> float:
+    from cnnlab.style.train import PerceptualObjective
+
+    objective = PerceptualObjective(_NoStyle(), model, 1.0, noise=0.0, step=lambda: step, shift=shift)
+    with torch.no_grad():
+        return float(objective(model(inputs), inputs, None))
+
+
+def test_the_shift_term_asks_the_moved_photos_output_to_be_the_moved_output():
+    photos = torch.rand(2, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+    moves_along = torch.nn.Conv2d(3, 3, 1)  # pointwise: its output moves with the photo, nothing to pay
+    pinned = _Pinned()
+    terms = [_stability_term(pinned, photos, 6, step) for step in range(8)]
+    assert max(_stability_term(moves_along, photos, 6, step) for step in range(8)) < 1e-12
+    assert _stability_term(pinned, photos, 0, 0) == 0  # no noise, no shift: the same input twice
+    assert sum(t > 1e-3 for t in terms) >= 6  # drawn offsets (0, 0 now and then costs nothing)
+    assert terms == [_stability_term(pinned, photos, 6, step) for step in range(8)]  # seeded by the step
+
+
+def _shift_change(run, photos: torch.Tensor) -> float:
+    """Mean absolute difference (0-1 scale) between the output of a window moved by 1-3 pixels and the same
+    window of the output, away from the border: the flicker of a pan."""
+    model, _ = style.load_network(run)
+    changes = []
+    with torch.no_grad():
+        whole = model(photos)
+        for top, left in [(1, 2), (3, 1), (2, 3)]:
+            window = model(photos[..., top:top + 40, left:left + 40])
+            changes.append((window - whole[..., top:top + 40, left:left + 40])[..., 4:-4, 4:-4].abs().mean())
+    return float(torch.stack(changes).mean())
+
+
+def test_a_network_trained_with_the_shift_moves_its_output_with_the_photo(tmp_path):
+    train = _photos(tmp_path / "train", 32, seed=0)
+    held = torch.stack([torch.from_numpy(np.array(Image.open(p))).permute(2, 0, 1)
+                        for p in sorted(_photos(tmp_path / "held", 8, seed=1).iterdir())]).float() / 255
+    cache = str(tmp_path / "cache")
+    noise_only = style.train(_settings(train, stability_weight=3000), tmp_path / "noise", cache_dir=cache,
+                             progress=False)
+    moved = style.train(_settings(train, stability_weight=3000, stability_shift=8), tmp_path / "moved",
+                        cache_dir=cache, progress=False)
+    assert moved["settings"]["stability_shift"] == 8 and noise_only["steps"] == moved["steps"] == 40
+    print(_shift_change(tmp_path / "moved", held), _shift_change(tmp_path / "noise", held))
+    assert _shift_change(tmp_path / "moved", held) < 0.7 * _shift_change(tmp_path / "noise", held)

@@ -11,8 +11,8 @@ OPTIMIZE_FIELDS = ["content_weight", "style_weight", "tv_weight", "size", "itera
                    "preserve_colors", "snapshot_every", "seed"]
 TRAIN_FIELDS = ["style", "content_dir", "image_size", "style_size", "batch_size", "epochs", "iterations", "minutes",
                 "lr", "lr_anneal", "content_weight", "style_weight", "tv_weight", "stability_weight", "stability_noise",
-                "width", "residual_blocks", "output", "separable", "edge_kernel", "downsamples", "loss_net",
-                "loss_net_weights", "preview_every", "limit_images", "seed", "precision", "tensorboard"]
+                "stability_shift", "width", "residual_blocks", "output", "separable", "edge_kernel", "downsamples",
+                "loss_net", "loss_net_weights", "preview_every", "limit_images", "seed", "precision", "tensorboard"]
 PRECISIONS = ["auto", "fp32", "bf16"]
 
 

@@ -81,6 +81,11 @@ class StyleTrainSettings:
     flicker to this instability; the loss is Element AI's noise-resilience term, Rainy & de Berker 2018)."""
     stability_noise: float = 0.02
     """Standard deviation of that noise, in pixel values of 0 to 1 (0.02: about 5 of 255)."""
+    stability_shift: int = 0
+    """With a stability weight, also move the noisy photo by up to this many pixels (0: noise only): the output
+    of the moved photo should be the moved output, as in a camera pan (the network's stride-2 layers make it
+    change with shifts that are not multiples of 4: flicker on moving video; Wang et al. 2020's compound
+    regularization: noise and motion)."""
     width: int = 32
     """Channels of the network's first layer (32, as the paper)."""
     residual_blocks: int = 5
@@ -155,12 +160,15 @@ class PhotoBatches:
 class PerceptualObjective:
     """The engine's objective: content (output vs its input), style (output vs the painting), TV; with a
     stability weight, also the mean squared difference between the output and the model's output for the input
-    plus Gaussian noise (both passes trained). The noise of step N is drawn from a generator seeded by (seed, N),
+    plus Gaussian noise (both passes trained) and, with a shift, for a window of the input moved by up to
+    `shift` pixels, compared with the same window of the output (away from the window's border, where the two
+    see different padding). The noise and the shift of step N are drawn from a generator seeded by (seed, N),
     N being the schedule's checkpointed step count, so a resumed run draws what an uninterrupted one does."""
 
     def __init__(self, objective: StyleObjective, model: torch.nn.Module | None = None, stability_weight: float = 0.0,
-                 noise: float = 0.0, seed: int = 0, step: Callable[[], int] = lambda: 0):
+                 noise: float = 0.0, seed: int = 0, step: Callable[[], int] = lambda: 0, shift: int = 0):
         self.objective, self.model, self.stability = objective, model, (stability_weight, noise, seed, step)
+        self.shift = shift
 
     def __call__(self, outputs: torch.Tensor, inputs: torch.Tensor, _labels: torch.Tensor) -> torch.Tensor:
         targets = self.objective.content_targets(inputs)
@@ -169,9 +177,21 @@ class PerceptualObjective:
         if weight and self.model is not None:
             g = torch.Generator().manual_seed((seed * 2**32 + step()) % 2**64)
             noise = torch.randn(inputs.shape, generator=g).to(inputs.device, inputs.dtype)
-            noisy = self.model((inputs + std * noise).clamp(0, 1))
-            loss = loss + weight * (outputs.float() - noisy.float()).pow(2).mean()
+            moved, expected = inputs + std * noise, outputs
+            if self.shift:
+                moved, expected = _moved_windows(moved, outputs, self.shift, g)
+            loss = loss + weight * (expected.float() - self.model(moved.clamp(0, 1)).float()).pow(2)[
+                ..., self.shift:expected.shape[-2] - self.shift, self.shift:expected.shape[-1] - self.shift].mean()
         return loss
+
+
+def _moved_windows(inputs: torch.Tensor, outputs: torch.Tensor, shift: int, g: torch.Generator):
+    """The same window, `shift` pixels smaller on each axis, of the inputs and of the outputs, at an offset of 0
+    to `shift` pixels drawn from `g`: the window is the input as a camera moved by that offset would see it,
+    and the outputs' window is what the network should paint for it."""
+    top, left = (int(v) for v in torch.randint(0, shift + 1, (2,), generator=g))
+    h, w = inputs.shape[-2] - shift, inputs.shape[-1] - shift
+    return inputs[..., top:top + h, left:left + w], outputs[..., top:top + h, left:left + w]
 
 
 class Previews(Callback):
@@ -239,6 +259,7 @@ def _settings_to_run(settings: StyleTrainSettings, session: RunSession) -> Style
     saved.setdefault("output", "linear")  # a run started before `output` existed resumes its linear network
     saved.setdefault("stability_weight", 0.0)  # ... and without the stability term
     saved.setdefault("lr_anneal", "none")  # ... and with a constant lr
+    saved.setdefault("stability_shift", 0)  # ... and its stability term without motion
     try:
         return StyleTrainSettings(**saved)
     except TypeError:
@@ -288,7 +309,7 @@ def train(settings: StyleTrainSettings, out: str | Path, *, resume: bool = False
             "loss_net": net.name, "image_size": str(s.image_size)}
     previews = Previews(run, photos[: s.preview_images], s.preview_every, dev)
     perceptual = PerceptualObjective(objective, model, s.stability_weight, s.stability_noise, s.seed,
-                                     lambda: schedule.step_count)
+                                     lambda: schedule.step_count, s.stability_shift)
     trainer = Trainer(model, optimizer, schedule, device=dev, precision=execution.precision,
                       objective=perceptual, max_train_seconds=s.minutes * 60 or None,
                       callbacks=[previews, *session.recording(meta), *callbacks])  # previews first: see Previews
@@ -341,6 +362,9 @@ def _check(s: StyleTrainSettings) -> None:
                   stability_weight=s.stability_weight, stability_noise=s.stability_noise)
     if s.stability_noise > 1:
         raise UserError(f"--stability-noise is a standard deviation in pixel values of 0 to 1, got {s.stability_noise}")
+    if not 0 <= s.stability_shift <= (s.image_size - MIN_SIDE) // 3:
+        raise UserError(f"--stability-shift must be 0 to a third of --image-size less {MIN_SIDE} "
+                        f"({(s.image_size - MIN_SIDE) // 3} at {s.image_size} px), got {s.stability_shift}")
 
 
 def load_network(path: str | Path, device: torch.device | str = "cpu") -> tuple[TransformNet, dict[str, str]]:

@@ -46,8 +46,9 @@ def cpu_banner() -> str:
 
     native = "native bf16" if cpu_native_bf16() else "no native bf16"
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    commit, dirty, _ = git_commit().partition("+dirty")  # a figure from uncommitted code says so
     return (f"CPU {cpu_name()} ({cpu_capability()}, {native}: class {cpu_class()}){gpu}, torch {torch.__version__}, "
-            f"{datetime.date.today().isoformat()}, commit {git_commit()[:12]}")
+            f"{datetime.date.today().isoformat()}, commit {commit[:12]}{dirty}")
 
 
 def code_version() -> str:

@@ -81,7 +81,8 @@ def test_stability_settings_are_checked_and_are_flags():
     from cnnlab.cli._common import settings_from
 
     for bad in ({"stability_weight": -1.0}, {"stability_noise": float("nan")}, {"stability_noise": 2.0},
-                {"stability_shift": -1}, {"stability_shift": 81}):
+                {"stability_weight": 1.0, "stability_shift": -1}, {"stability_weight": 1.0, "stability_shift": 81},
+                {"stability_shift": 8}):
         with pytest.raises(UserError, match="--stability-"):
             style.StyleTrainSettings(**bad).check()
     args = cli.parse_args(["stylize", "train", "--stability-weight", "5", "--stability-noise", "0.01",
@@ -195,5 +196,6 @@ def test_a_network_trained_with_the_shift_moves_its_output_with_the_photo(tmp_pa
     moved = style.train(_settings(train, stability_weight=3000, stability_shift=8), tmp_path / "moved",
                         cache_dir=cache, progress=False)
     assert moved["settings"]["stability_shift"] == 8 and noise_only["steps"] == moved["steps"] == 40
-    print(_shift_change(tmp_path / "moved", held), _shift_change(tmp_path / "noise", held))
-    assert _shift_change(tmp_path / "moved", held) < 0.7 * _shift_change(tmp_path / "noise", held)
+    # measured (fp32, native-bf16 CPU): 0.013 with the shift, 0.074 noise only; 0.026 when the window is drawn
+    # at offset (0, 0) every step (a crop, no motion: what this bound tells apart from the shift)
+    assert _shift_change(tmp_path / "moved", held) < 0.25 * _shift_change(tmp_path / "noise", held)

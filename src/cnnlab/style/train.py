@@ -180,9 +180,14 @@ class PerceptualObjective:
             moved, expected = inputs + std * noise, outputs
             if self.shift:
                 moved, expected = _moved_windows(moved, outputs, self.shift, g)
-            loss = loss + weight * (expected.float() - self.model(moved.clamp(0, 1)).float()).pow(2)[
-                ..., self.shift:expected.shape[-2] - self.shift, self.shift:expected.shape[-1] - self.shift].mean()
+            change = (expected.float() - self.model(moved.clamp(0, 1)).float()).pow(2)
+            loss = loss + weight * _inside(change, self.shift).mean()
         return loss
+
+
+def _inside(image: torch.Tensor, margin: int) -> torch.Tensor:
+    """`image` without a border of `margin` pixels."""
+    return image[..., margin:image.shape[-2] - margin, margin:image.shape[-1] - margin]
 
 
 def _moved_windows(inputs: torch.Tensor, outputs: torch.Tensor, shift: int, g: torch.Generator):
@@ -362,6 +367,9 @@ def _check(s: StyleTrainSettings) -> None:
                   stability_weight=s.stability_weight, stability_noise=s.stability_noise)
     if s.stability_noise > 1:
         raise UserError(f"--stability-noise is a standard deviation in pixel values of 0 to 1, got {s.stability_noise}")
+    if s.stability_shift and not s.stability_weight:
+        raise UserError(f"--stability-shift {s.stability_shift} moves the photo of the stability term: give it a "
+                        f"--stability-weight too (e.g. 300)")
     if not 0 <= s.stability_shift <= (s.image_size - MIN_SIDE) // 3:
         raise UserError(f"--stability-shift must be 0 to a third of --image-size less {MIN_SIDE} "
                         f"({(s.image_size - MIN_SIDE) // 3} at {s.image_size} px), got {s.stability_shift}")

@@ -286,20 +286,25 @@ def test_a_run_started_with_two_processes_resumes_in_one(tmp_path, fake_cifar_ro
     whole = two_process_run
     out = tmp_path / "cut"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                             "-m", "cnnlab", "train", *map(str, args), "--out", str(out)],
-                            env={**env, "CNNLAB_SLOW_WRITES": "0.5"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    log = tmp_path / "torchrun.log"  # what the launcher said, for the failure message
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                                 "2", "-m", "cnnlab", "train", *map(str, args), "--out", str(out)],
+                                env={**env, "CNNLAB_SLOW_WRITES": "0.5"}, stdout=sink, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
         checkpoint = out / "checkpoint.pt"
         if checkpoint.is_file() and torch.load(checkpoint, weights_only=True)["fit"]["epoch"] >= 1:
             break
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # the launcher ...
+    ended = proc.poll()
+    if ended is None:
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher ...
     proc.wait()
     _kill_matching(str(out))  # ... and its workers, which torchrun starts in sessions of their own
     assert not (out / "summary.json").exists(), "the run finished before it could be killed"
+    assert ended is None, f"torchrun ended (exit {ended}) before a first epoch: {log.read_text()[-2000:]}"
     assert torch.load(out / "checkpoint.pt", weights_only=True)["fit"]["epoch"] == 1  # epoch 2: the one process's
     from cnnlab import cli
 

@@ -31,6 +31,12 @@ def _photos(folder, n: int, seed: int):
     return folder
 
 
+def _held_photos(folder) -> torch.Tensor:
+    """Eight photos no network trains on, as one batch of floats in [0, 1]."""
+    return torch.stack([torch.from_numpy(np.array(Image.open(p))).permute(2, 0, 1)
+                        for p in sorted(_photos(folder, 8, seed=1).iterdir())]).float() / 255
+
+
 def _settings(content_dir, **kw) -> style.StyleTrainSettings:
     base = dict(style=str(STYLES / "starry_night.jpg"), content_dir=str(content_dir), image_size=SIZE,
                 style_size=SIZE, batch_size=4, iterations=40, width=4, residual_blocks=1,
@@ -51,8 +57,7 @@ def test_the_stability_term_steadies_the_output_under_input_noise_and_resumes_ex
     from cnnlab.engine.run import Interrupted
 
     train = _photos(tmp_path / "train", 32, seed=0)
-    held = torch.stack([torch.from_numpy(np.array(Image.open(p))).permute(2, 0, 1)
-                        for p in sorted(_photos(tmp_path / "held", 8, seed=1).iterdir())]).float() / 255
+    held = _held_photos(tmp_path / "held")
     cache = str(tmp_path / "cache")
     plain = style.train(_settings(train), tmp_path / "plain", cache_dir=cache, progress=False)
     steady = style.train(_settings(train, stability_weight=3000), tmp_path / "steady", cache_dir=cache, progress=False)
@@ -130,7 +135,6 @@ def test_warping_error_refuses_what_is_not_a_clip():
             warping_error(inputs, outputs)
 
 
-
 # ------------------------------------------------------------------------------------------ motion (shift)
 
 class _NoStyle:
@@ -188,8 +192,7 @@ def _shift_change(run, photos: torch.Tensor) -> float:
 
 def test_a_network_trained_with_the_shift_moves_its_output_with_the_photo(tmp_path):
     train = _photos(tmp_path / "train", 32, seed=0)
-    held = torch.stack([torch.from_numpy(np.array(Image.open(p))).permute(2, 0, 1)
-                        for p in sorted(_photos(tmp_path / "held", 8, seed=1).iterdir())]).float() / 255
+    held = _held_photos(tmp_path / "held")
     cache = str(tmp_path / "cache")
     noise_only = style.train(_settings(train, stability_weight=3000), tmp_path / "noise", cache_dir=cache,
                              progress=False)

@@ -211,7 +211,8 @@ def test_a_run_started_from_the_page_streams_its_epochs_then_its_summary(tmp_pat
         assert c.post("/api/train", data={"preset": "nope"}).status_code == 400
         refused = c.post("/api/train", data={"preset": "demo", "minutes": "999"})
         assert refused.status_code == 400 and "minutes" in refused.json()["error"]
-        started = c.post("/api/train", data={"preset": "demo", "minutes": "0.2", "train_images": "300"})
+        # Half a minute: a slowed CI machine's setup alone took 9 s, and 0.2 was refused as too small for a step.
+        started = c.post("/api/train", data={"preset": "demo", "minutes": "0.5", "train_images": "300"})
         assert started.status_code == 202, started.text
         job = started.json()
         assert c.post("/api/train", data={"preset": "demo"}).status_code == 409  # one at a time

@@ -38,7 +38,7 @@ def test_end_to_end_on_real_cifar_slice(tmp_path, capsys, monkeypatch):
     (in this process: cli.main, torch already imported). The one real-CIFAR run of the command line and of
     the time budget (tests/test_budget.py replays the budget's decisions on fake data)."""
     out = tmp_path / "run"
-    minutes = 0.4
+    minutes = 0.6  # 0.4 left one step on a slowed CI VM (setup, calibration included, took 16 of its 24 s)
     proc = cnnlab("train", "--config", "fast89", "--minutes", minutes, "--limit-train", "5000", "--seed", "0",
                   "model.widths=[16,32,64]", "--out", out, "--no-progress", env={"CNNLAB_DATA": str(real_data_root())})
     assert proc.returncode == 0, proc.stderr

@@ -39,7 +39,7 @@ def clip(tmp_path_factory):
 
 
 def test_defaults_are_batch_1_one_codec_thread_and_veryfast(clip, tmp_path):
-    assert VIDEO_SETTINGS == {"batch": 1, "codec_threads": 1, "preset": "veryfast"}
+    assert VIDEO_SETTINGS == {"batch": 1, "codec_threads": 1, "preset": "veryfast", "temporal_blend": 0.6}
     recorder = Recorder()
     out = tmp_path / "out.mp4"
     info = stylize_video(recorder, clip, out)

@@ -151,7 +151,9 @@ def _audio_packets(path) -> list[tuple[int | None, bytes]]:
 def test_video_round_trip_keeps_frames_size_rate_and_audio(trained, tmp_path):
     clip = tmp_path / "clip.mp4"
     _make_video(clip)
-    info = style.apply(trained, clip, tmp_path / "styled.mp4", batch=5, precision="fp32", progress=False)
+    # temporal_blend 0: each frame as the network paints it (the blend: tests/test_style_temporal.py)
+    info = style.apply(trained, clip, tmp_path / "styled.mp4", batch=5, precision="fp32", progress=False,
+                       temporal_blend=0.0)
     assert info["frames"] == 12 and info["audio"]
     assert _probe(tmp_path / "styled.mp4") == (12, (64, 48), 12.0, 1) == _probe(clip)
     assert not list(tmp_path.glob(".styled-*")), "no temporary file left behind"

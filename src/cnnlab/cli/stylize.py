@@ -78,6 +78,9 @@ def add_stylize(sub) -> None:
     a.add_argument("--out", metavar="PATH", required=True, help="an image, a folder, or a video file name")
     a.add_argument("--batch-size", type=int,
                    help="video frames per batch (default: the fastest measured, see benchmarks/style_apply.py)")
+    a.add_argument("--temporal-blend", type=float, metavar="S",
+                   help="video: the previous output frame's share where the scene stands still, 0 to below 1 "
+                        "(0: each frame as the network paints it; default: see style/apply.py's VIDEO_SETTINGS)")
     _runtime(a)
     a.set_defaults(handler=cmd_stylize)
 
@@ -116,7 +119,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         return _train(args)
     if args.kind == "apply":
         info = style.apply(args.model, args.input, args.out, device=args.device or "auto", threads=args.threads,
-                           precision=args.precision, batch=args.batch_size, progress=not args.no_progress)
+                           precision=args.precision, batch=args.batch_size, progress=not args.no_progress,
+                           temporal_blend=args.temporal_blend)
         if "frames" in info:
             print(f"{info['frames']} frames ({info['width']}x{info['height']}, {info['frame_rate']:g} fps"
                   f"{', audio copied' if info['audio'] else ''}) in {info['seconds']:.1f} s "

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..data.images import IMAGE_SUFFIXES, read_image, save_png, to_uint8
@@ -36,7 +37,9 @@ VIDEO_SUFFIXES = set(VIDEO_CODECS)
 # batches of 8 at 0.60-0.84x the frame rate of single frames); one decoder and one encoder thread, because FFmpeg's automatic threads compete with
 # PyTorch's for the same cores (and x264's frame threads cost compression); x264's veryfast preset at its
 # default CRF 23 (about 8 % smaller files than medium, 0.3 dB further from the network's output).
-VIDEO_SETTINGS = {"batch": 1, "codec_threads": 1, "preset": "veryfast"}
+# temporal_blend: the previous output's share where the scene stands still (style/temporal.py): on a still, noisy
+# clip 0.6 cut the warping error to 0.45x at 1.02x the frames' style loss (benchmarks/style_flicker.py).
+VIDEO_SETTINGS = {"batch": 1, "codec_threads": 1, "preset": "veryfast", "temporal_blend": 0.6}
 ACCELERATOR_BATCH = 8  # frames per batch on a GPU: as before (measured on CPUs only; a GPU gains from batches)
 
 
@@ -71,29 +74,34 @@ def stylize_image(stylizer: Stylizer, source: Path, target: Path) -> Path:
     return save_png(out, target)
 
 
-def _even(frame: torch.Tensor) -> torch.Tensor:
-    """uint8 [3, H, W] with odd sides extended by repeating the last row / column (yuv420p needs even sides)."""
-    if frame.shape[2] % 2:
-        frame = torch.cat([frame, frame[:, :, -1:]], 2)
+def _even(frame: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, 3] with odd sides extended by repeating the last row / column (yuv420p needs even sides)."""
     if frame.shape[1] % 2:
-        frame = torch.cat([frame, frame[:, -1:, :]], 1)
+        frame = np.concatenate([frame, frame[:, -1:]], 1)
+    if frame.shape[0] % 2:
+        frame = np.concatenate([frame, frame[-1:]], 0)
     return frame
 
 
 def stylize_video(stylizer: Stylizer, source: Path, target: Path, batch: int | None = None,
                   progress: Callable[[int, float], None] | None = None, *, codec_threads: int | None = None,
-                  preset: str | None = None) -> dict:
+                  preset: str | None = None, temporal_blend: float | None = None) -> dict:
     """Every frame of `source` stylized into `target`: same frame count, frame rate and timestamps (so the copied
     audio stays in sync), same size (odd sides gain one repeated row or column: the codec needs even sides).
-    batch, codec_threads (decoder's and encoder's; 0: FFmpeg's automatic count) and preset (x264's; other
-    encoders ignore it) default to VIDEO_SETTINGS (batch: ACCELERATOR_BATCH off the CPU)."""
+    batch, codec_threads (decoder's and encoder's; 0: FFmpeg's automatic count), preset (x264's; other
+    encoders ignore it) and temporal_blend (0: each frame as the network paints it) default to VIDEO_SETTINGS
+    (batch: ACCELERATOR_BATCH off the CPU)."""
     import av
+
+    from .temporal import TemporalBlend
 
     if batch is None:
         on_cpu = getattr(stylizer, "device", torch.device("cpu")).type == "cpu"
         batch = VIDEO_SETTINGS["batch"] if on_cpu else ACCELERATOR_BATCH
     codec_threads = VIDEO_SETTINGS["codec_threads"] if codec_threads is None else codec_threads
     preset = VIDEO_SETTINGS["preset"] if preset is None else preset
+    temporal_blend = VIDEO_SETTINGS["temporal_blend"] if temporal_blend is None else temporal_blend
+    blend = TemporalBlend(temporal_blend)
     try:
         src = av.open(str(source))
     except (av.error.FFmpegError, OSError) as exc:
@@ -124,8 +132,9 @@ def stylize_video(stylizer: Stylizer, source: Path, target: Path, batch: int | N
                     if not pending:
                         return
                     styled = stylizer(torch.stack([f for f, _, _ in pending]))
-                    for frame, (_, pts, time_base) in zip(styled, pending):
-                        vf = av.VideoFrame.from_ndarray(_even(frame).permute(1, 2, 0).numpy(), format="rgb24")
+                    for frame, (pixels, pts, time_base) in zip(styled, pending):
+                        kept = blend(pixels.permute(1, 2, 0).numpy(), frame.permute(1, 2, 0).numpy())
+                        vf = av.VideoFrame.from_ndarray(_even(kept), format="rgb24")
                         if pts is not None:  # the source's timestamps: variable frame rates and offsets survive
                             vf.pts, vf.time_base = pts, time_base
                         for packet in out_video.encode(vf):
@@ -162,7 +171,7 @@ def stylize_video(stylizer: Stylizer, source: Path, target: Path, batch: int | N
     seconds = time.perf_counter() - start
     return {"input": str(source), "output": str(target), "frames": frames_done, "seconds": seconds,
             "frames_per_second": frames_done / max(seconds, 1e-9), "width": width, "height": height,
-            "frame_rate": float(rate), "audio": audio is not None}
+            "frame_rate": float(rate), "audio": audio is not None, "temporal_blend": temporal_blend}
 
 
 def _container_format(target: Path) -> str | None:
@@ -174,10 +183,12 @@ def is_video(path: Path) -> bool:
 
 
 def apply(model_path: str | Path, inputs: str | Path, out: str | Path, *, device: str = "auto",
-          threads: int | None = None, precision: str = "auto", batch: int | None = None, progress: bool = True
-          ) -> dict:
+          threads: int | None = None, precision: str = "auto", batch: int | None = None, progress: bool = True,
+          temporal_blend: float | None = None) -> dict:
     """Stylize an image, a folder of images or a video with a trained style network (see the module). Every
-    input is checked before anything is written: an existing file is never overwritten by its own output."""
+    input is checked before anything is written: an existing file is never overwritten by its own output.
+    temporal_blend (video only; None: VIDEO_SETTINGS') steadies what stands still (style/temporal.py)."""
+    from .temporal import TemporalBlend
     from ..engine.device import configure_threads, resolve_execution, select_device
     from ..runs import RunDir
     from .train import load_network
@@ -187,6 +198,10 @@ def apply(model_path: str | Path, inputs: str | Path, out: str | Path, *, device
         raise UserError(f"--input {source} does not exist; pass an image, a folder of images or a video file")
     if batch is not None and batch < 1:
         raise UserError(f"--batch-size must be 1 or more, got {batch}")
+    if temporal_blend is not None:
+        if not is_video(source):
+            raise UserError(f"--temporal-blend steadies video frames; --input {source} is not a video file")
+        TemporalBlend(temporal_blend)  # its range checked before anything is written
     files: list[Path] = []
     if source.is_dir():
         files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -219,7 +234,7 @@ def apply(model_path: str | Path, inputs: str | Path, out: str | Path, *, device
         record = {"outputs": outputs, "images": len(outputs)}
     elif is_video(source):
         report = _frame_printer() if progress else None
-        record = stylize_video(stylizer, source, target, batch=batch, progress=report)
+        record = stylize_video(stylizer, source, target, batch=batch, progress=report, temporal_blend=temporal_blend)
     else:
         record = {"outputs": [str(stylize_image(stylizer, source, target))], "images": 1}
     return {**record, "model": str(model_path), "style": meta.get("style"), "seconds": time.perf_counter() - start,

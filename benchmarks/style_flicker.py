@@ -245,7 +245,8 @@ def main() -> None:
 
             rows.append([f"{run.name}", f"{blend:g}", f"{settings.get('stability_weight', 0.0):g}"
                          + (f", shift {settings['stability_shift']}" if settings.get("stability_shift") else ""),
-                         f"{summary.get('steps', '?')} steps, {summary.get('train_seconds', float('nan')) / 60:.0f} min",
+                         f"{summary.get('steps', '?')} steps, "
+                         f"{summary.get('train_seconds', float('nan')) / 60:.0f} min",
                          f"w{settings['width']}, {settings['residual_blocks']} blocks, {settings['image_size']} px",
                          *[cell(f"{kind} {clip}") for kind in ("mp4", "raw") for clip in clips],
                          *[loss_cell(f"frames {clip}") for clip in clips],

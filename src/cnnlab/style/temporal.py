@@ -11,22 +11,25 @@ tell it from detail. At apply time the previous frames are known, so the output 
 
 where warp moves the previous output along the flow from frame t to frame t-1 of the INPUT, and e is how much
 the input itself disagrees with that move (|input_t - warp(input_{t-1})|, 0-255, averaged over the colours and a
-5x5 window: two different scenes agree by chance at single pixels, rarely over a patch). Where the scene stands still, the
-output keeps what it painted before and noise averages out (a recursive average: the frame-to-frame change falls
-to about (1 - strength) / sqrt(1 + strength) of the network's); where the flow is wrong (an occlusion, a cut, a
-light switched on) e is large, w falls to 0 and the network's own frame shows, so nothing is smeared or left
-behind. It is the simplest member of the post-processing family of Lai et al. 2018 ("Learning blind video
-temporal consistency"), without their learned network.
+5x5 window: two different scenes agree by chance at single pixels, rarely over a patch). Where the scene stands
+still, the output keeps what it painted before and noise averages out (a recursive average: in theory the
+frame-to-frame change falls to (1 - strength) / sqrt(1 + strength) of the network's); where the flow is wrong
+(an occlusion, a cut, a light switched on) e is large, w falls to 0 and the network's own frame shows, so nothing
+is smeared or left behind. It is the simplest member of the post-processing family of Lai et al. 2018
+("Learning blind video temporal consistency"), without their learned network.
 
-Only what stands still is blended (the MOTION factor). Measured with benchmarks/style_flicker.py on a per-frame
-network: blending a pan as well steadied it (warping error 0.44x at strength 0.6) but averaged two different
-paintings of each moving region, and the frames' style loss rose 1.5x: their brush texture washed out. On a
-still, noisy clip the same blend cost 1.02x. A network trained with `--stability-shift` steadies motion itself.
+Only what stands still is blended (the MOTION factor). A per-frame network paints a moving region afresh in every
+frame; blending it with the previous painting averages two different brush textures, and the frames' style
+loss rose with the blend on a pan while a still, noisy clip hardly lost any (a trial without the factor, during
+development). A network trained with `--stability-shift` steadies motion itself. What the blend gives and
+costs: benchmarks/style_flicker.py (docs/benchmarks/style.md, "Video: the temporal blend").
 
 Choices (and why):
-- Flow: OpenCV's DIS (Kroeger et al. 2016), its fast preset: a few milliseconds a frame at 320x240 on one core,
-  a small part of a frame's cost. (The flicker measure uses another method, Farneback, so that the blend is not
-  judged by the flow it was built on.)
+- Flow: OpenCV's DIS (Kroeger et al. 2016), its ultrafast preset (the fast and medium presets, tried during
+  development, steadied the benchmark's clips no better and took longer). The flicker measure uses another
+  method, Farneback, so that the blend is not judged by the flow it was built on.
+- Per pixel only OpenCV's vectorized kernels run (remap, absdiff, blur, a lookup table for the agreement factor,
+  blendLinear). What the blend costs a frame: benchmarks/style_apply.py's identity-network rows.
 - The previous output is kept in float: rounding it to 8 bits every frame would let small changes stick.
 - OpenCV's threads are capped at PyTorch's count, so the flow never oversubscribes the cores the network uses.
 """
@@ -38,7 +41,7 @@ import torch
 
 from ..errors import UserError
 
-TOLERANCE = 12.0  # grey levels (0-255) of input disagreement at which a pixel keeps exp(-1) of its weight
+TOLERANCE = 12.0  # input disagreement (levels of 0-255) at which a pixel keeps exp(-1) of its weight
 MOTION = 2.0  # pixels of flow at which a pixel keeps exp(-1) of its weight: a pan's 6 px a frame keeps none
 
 
@@ -61,11 +64,13 @@ class TemporalBlend:
                             f"got {strength:g}")
         self.strength = strength
         self._previous: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # frame t-1: grey, input, output
-        self._flow = None
+        self._grid: tuple[np.ndarray, np.ndarray] | None = None
         if strength:
             cv2 = self._cv2 = _cv2()
             cv2.setNumThreads(max(1, torch.get_num_threads()))
-            self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+            self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+            # the input-agreement factor for each disagreement of 0-255, looked up instead of computed per pixel
+            self._agreement = strength * np.exp(-(np.arange(256, dtype=np.float32) / TOLERANCE) ** 2)
 
     def __call__(self, frame: np.ndarray, styled: np.ndarray) -> np.ndarray:
         if not self.strength:
@@ -74,24 +79,26 @@ class TemporalBlend:
         frame = np.ascontiguousarray(frame)
         if frame.shape != styled.shape:  # a network that changed the size: follow its frame
             frame = cv2.resize(frame, (styled.shape[1], styled.shape[0]), interpolation=cv2.INTER_AREA)
-        grey, colour = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), frame.astype(np.float32)
+        grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
         out = styled.astype(np.float32)
         if self._previous is not None and self._previous[0].shape == grey.shape:
-            out = self._blend(grey, colour, out, *self._previous)
-        self._previous = (grey, colour, out)
-        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+            out = self._blend(grey, frame, out, *self._previous)
+        self._previous = (grey, frame, out)
+        return cv2.convertScaleAbs(out)  # rounded and saturated to uint8 (out is never negative)
 
-    def _blend(self, grey: np.ndarray, colour: np.ndarray, styled: np.ndarray, previous_grey: np.ndarray,
-               previous_colour: np.ndarray, previous_out: np.ndarray) -> np.ndarray:
+    def _blend(self, grey: np.ndarray, frame: np.ndarray, styled: np.ndarray, previous_grey: np.ndarray,
+               previous_frame: np.ndarray, previous_out: np.ndarray) -> np.ndarray:
         cv2 = self._cv2
         h, w = grey.shape
+        if self._grid is None or self._grid[0].shape != grey.shape:
+            self._grid = tuple(np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)))
         flow = self._flow.calc(grey, previous_grey, None)  # grey(x) ~ previous_grey(x + flow(x))
-        xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-        map_x, map_y = xs + flow[..., 0], ys + flow[..., 1]
+        map_x, map_y = self._grid[0] + flow[..., 0], self._grid[1] + flow[..., 1]
         inside = (map_x >= 0) & (map_x <= w - 1) & (map_y >= 0) & (map_y <= h - 1)
         moved_out = cv2.remap(previous_out, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        moved_colour = cv2.remap(previous_colour, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        disagreement = cv2.blur(np.abs(colour - moved_colour).mean(-1), (5, 5))
-        moving = flow[..., 0] ** 2 + flow[..., 1] ** 2
-        weight = self.strength * np.exp(-(disagreement / TOLERANCE) ** 2 - moving / MOTION ** 2) * inside
-        return styled + weight[..., None] * (moved_out - styled)
+        moved_frame = cv2.remap(previous_frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        difference = cv2.cvtColor(cv2.absdiff(frame, moved_frame), cv2.COLOR_RGB2GRAY)  # ~ mean over colours
+        weight = cv2.LUT(cv2.blur(difference, (5, 5)), self._agreement)
+        weight *= cv2.exp(cv2.magnitude(flow[..., 0], flow[..., 1]) ** 2 * (-1 / MOTION ** 2))
+        weight *= inside
+        return cv2.blendLinear(styled, moved_out, 1 - weight, weight)

@@ -15,7 +15,7 @@ Choices (and why):
 - The flow comes from the input frames, never the outputs: the outputs' own flicker must not bend the flow.
 - Each pair's error is the mean over its reliable pixels; the clip's error is the mean over its pairs.
 
-OpenCV is an optional dependency (opencv-python-headless); only this module needs it.
+OpenCV (opencv-python-headless) is imported here only when a measure is made.
 """
 
 from __future__ import annotations

@@ -31,13 +31,13 @@ Choices (and why):
 - Per pixel only OpenCV's vectorized kernels run (remap, absdiff, blur, a lookup table for the agreement factor,
   blendLinear). What the blend costs a frame: benchmarks/style_apply.py's identity-network rows.
 - The previous output is kept in float: rounding it to 8 bits every frame would let small changes stick.
-- OpenCV's threads are capped at PyTorch's count, so the flow never oversubscribes the cores the network uses.
+- OpenCV runs on one thread (a process-wide setting, made when a blend is built): its own pool's threads beside
+  PyTorch's oversubscribed a 2-core machine and made the whole apply slower than the blend's own work explains.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from ..errors import UserError
 
@@ -67,7 +67,7 @@ class TemporalBlend:
         self._grid: tuple[np.ndarray, np.ndarray] | None = None
         if strength:
             cv2 = self._cv2 = _cv2()
-            cv2.setNumThreads(max(1, torch.get_num_threads()))
+            cv2.setNumThreads(1)  # OpenCV's pool beside PyTorch's threads oversubscribed the cores: slower
             self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
             # the input-agreement factor for each disagreement of 0-255, looked up instead of computed per pixel
             self._agreement = strength * np.exp(-(np.arange(256, dtype=np.float32) / TOLERANCE) ** 2)

@@ -1,6 +1,6 @@
 """Frames per second of the whole video pipeline of `stylize apply` (decode, stylize, encode) per setting.
 
-    python benchmarks/style_apply.py [--runs 3] [--frames 100] [--no-avx2]
+    python benchmarks/style_apply.py [--runs 3] [--frames 100] [--no-avx2] [--blend-only]
 
 Issue 26 asks for >= 25 frames/s at 320x240 on 2 cores; the slim network's forward pass alone reached that,
 the whole apply with batches of 8 did not. This times style/apply.py's stylize_video on a --frames 320x240
@@ -55,6 +55,17 @@ IDENTITY = {"identity network, before": SETTINGS[BEFORE],
             "identity network, apply's defaults without the temporal blend": NO_BLEND,
             "identity network, apply's defaults (now)": {}}
 FORWARD_BATCHES = (1, 2, 4, 8)
+# --blend-only: the rows that show what the temporal blend costs (and the baseline the ratios divide by)
+BLEND_ROWS = {BEFORE, "apply's defaults without the temporal blend", "apply's defaults (now)",
+              *IDENTITY}
+
+
+def selected(blend_only: bool) -> tuple[dict[str, dict], dict[str, dict]]:
+    """(SETTINGS, IDENTITY), or only their BLEND_ROWS."""
+    if not blend_only:
+        return SETTINGS, IDENTITY
+    return ({k: v for k, v in SETTINGS.items() if k in BLEND_ROWS},
+            {k: v for k, v in IDENTITY.items() if k in BLEND_ROWS})
 
 
 def _psnr_and_bitrate(stylizer, clip: Path, output: Path) -> tuple[float, float]:
@@ -75,7 +86,7 @@ def _psnr_and_bitrate(stylizer, clip: Path, output: Path) -> tuple[float, float]
     return 10 * torch.log10(torch.tensor(255.0 ** 2 / mse)).item(), output.stat().st_size * 8 / 1000 / seconds
 
 
-def worker(precision: str, frames: int, runs: int) -> dict:
+def worker(precision: str, frames: int, runs: int, blend_only: bool = False) -> dict:
     """One precision's measurements in this process (the parent sets the ISA environment)."""
     import torch
 
@@ -88,15 +99,16 @@ def worker(precision: str, frames: int, runs: int) -> dict:
     clip = _clip(work / "clip.mp4", frames)
     stylizer = Stylizer(_network(NETWORK), torch.device("cpu"), precision, True)
     stylize_video(stylizer, clip, work / "warm.mp4")  # warm-up: oneDNN's kernels, the codec libraries
-    rates: dict[str, list[float]] = {name: [] for name in [*SETTINGS, *IDENTITY]}
+    settings, identity = selected(blend_only)
+    rates: dict[str, list[float]] = {name: [] for name in [*settings, *identity]}
     for _ in range(runs):
-        for name, kwargs in SETTINGS.items():
+        for name, kwargs in settings.items():
             rates[name].append(stylize_video(stylizer, clip, work / "out.mp4", **kwargs)["frames_per_second"])
-        for name, kwargs in IDENTITY.items():
+        for name, kwargs in identity.items():
             rates[name].append(stylize_video(lambda frames: frames, clip, work / "out.mp4", **kwargs)
                                ["frames_per_second"])
     quality = {}
-    for name, kwargs in SETTINGS.items():
+    for name, kwargs in settings.items():
         out = work / f"q-{len(quality)}.mp4"
         stylize_video(stylizer, clip, out, **kwargs)
         quality[name] = _psnr_and_bitrate(stylizer, clip, out)
@@ -123,9 +135,10 @@ def _forward_rate(stylizer, batch: int, runs: int) -> float:
     return statistics.median(samples)
 
 
-def _run_worker(precision: str, frames: int, runs: int, isa: str | None) -> dict:
+def _run_worker(precision: str, frames: int, runs: int, isa: str | None, blend_only: bool) -> dict:
     """One column's measurements in a child process, under `isa`'s caps (benchmarks/_isa.py; None: none)."""
-    cmd = [sys.executable, __file__, "--worker", precision, "--frames", str(frames), "--runs", str(runs)]
+    cmd = [sys.executable, __file__, "--worker", precision, "--frames", str(frames), "--runs", str(runs),
+           *(["--blend-only"] if blend_only else [])]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=isa_environment(isa, cnnlab_env()))
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
@@ -137,11 +150,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--no-avx2", action="store_true", help="skip the AVX2-restricted fp32 process")
+    parser.add_argument("--blend-only", action="store_true",
+                        help="only the rows that show the temporal blend's cost (and the baseline)")
+    parser.add_argument("--name", help="results file: benchmarks/results/<name>-<CPU class>.md "
+                                       "(default: style-apply, or style-apply-blend with --blend-only)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.frames, args.runs)))
+        print(json.dumps(worker(args.worker, args.frames, args.runs, args.blend_only)))
         return
+    settings, identity = selected(args.blend_only)
     from cnnlab.engine.device import cpu_native_bf16
     from cnnlab.style.apply import VIDEO_SETTINGS
     from style_speed import flags_for
@@ -155,22 +173,22 @@ def main() -> None:
         modes["fp32, AVX2-restricted"] = ("fp32", "avx2")
     results = {}
     for label, (precision, isa) in modes.items():
-        results[label] = _run_worker(precision, args.frames, args.runs, isa)
+        results[label] = _run_worker(precision, args.frames, args.runs, isa, args.blend_only)
         print(f"  {label}: " + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in results[label]["rates"].items()),
               flush=True)
     headers = ["setting", *[f"{label} (frames/s)" for label in modes], *[f"{label} vs before" for label in modes],
                ">= 25 frames/s (all columns)"]
     rows = []
-    for name, kwargs in [*SETTINGS.items(), *IDENTITY.items()]:
+    for name, kwargs in [*settings.items(), *identity.items()]:
         medians = [statistics.median(results[label]["rates"][name]) for label in modes]
-        base = "identity network, before" if name in IDENTITY else BEFORE
+        base = "identity network, before" if name in identity else BEFORE
         befores = [statistics.median(results[label]["rates"][base]) for label in modes]
         shown = name if kwargs else f"{name}: {VIDEO_SETTINGS}"
         rows.append([shown, *[f"{m:.1f}" for m in medians], *[f"{m / b:.2f}x" for m, b in zip(medians, befores)],
                      "yes" if min(medians) >= 25 else "no"])
     first = next(iter(modes))
     quality_rows = [[name, f"{results[first]['quality'][name][1]:.0f}", f"{results[first]['quality'][name][0]:.2f}"]
-                    for name in SETTINGS]
+                    for name in settings]
     capabilities = ", ".join(f"{label}: ATen {r['capability']}" for label, r in results.items())
     forward_rows = [[str(b), *[f"{results[label]['forward'][str(b)]:.1f}" for label in modes],
                      *[f"{results[label]['forward'][str(b)] / results[label]['forward']['1']:.2f}x" for label in modes]]
@@ -195,7 +213,7 @@ def main() -> None:
         "forward pass on each decoded input frame (the codec's loss alone; with the temporal blend, also the "
         "blend's departure from the network's frames, which is its purpose), all frames.", "",
         table(["setting", "kbit/s", "PSNR vs forward pass (dB)"], quality_rows), ""])
-    save_result("style-apply", text)
+    save_result(args.name or ("style-apply-blend" if args.blend_only else "style-apply"), text)
     print(text)
 
 

@@ -4,6 +4,8 @@ measures flicker on a clip (style/flicker.py)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -52,18 +54,26 @@ def _output_change(run, photos: torch.Tensor) -> float:
         return float((model(photos) - model((photos + noise).clamp(0, 1))).abs().mean())
 
 
-def test_the_stability_term_steadies_the_output_under_input_noise_and_resumes_exactly(tmp_path):
+@pytest.fixture(scope="module")
+def steady(tmp_path_factory) -> SimpleNamespace:
+    """The training photos, the held-out ones, and a network trained with the stability term (noise only), once
+    for the tests that compare against it."""
+    root = tmp_path_factory.mktemp("stability")
+    train, cache = _photos(root / "train", 32, seed=0), str(root / "cache")
+    summary = style.train(_settings(train, stability_weight=3000), root / "steady", cache_dir=cache, progress=False)
+    return SimpleNamespace(train=train, held=_held_photos(root / "held"), cache=cache, run=root / "steady",
+                           summary=summary)
+
+
+def test_the_stability_term_steadies_the_output_under_input_noise_and_resumes_exactly(tmp_path, steady):
     from cnnlab.engine import Callback
     from cnnlab.engine.run import Interrupted
 
-    train = _photos(tmp_path / "train", 32, seed=0)
-    held = _held_photos(tmp_path / "held")
-    cache = str(tmp_path / "cache")
+    train, held, cache = steady.train, steady.held, steady.cache
     plain = style.train(_settings(train), tmp_path / "plain", cache_dir=cache, progress=False)
-    steady = style.train(_settings(train, stability_weight=3000), tmp_path / "steady", cache_dir=cache, progress=False)
-    assert steady["settings"]["stability_weight"] == 3000 and plain["steps"] == steady["steps"] == 40
+    assert steady.summary["settings"]["stability_weight"] == 3000 and plain["steps"] == steady.summary["steps"] == 40
     # measured: 0.0084 without, 0.0040 with (fp32, native-bf16 CPU); the term off would give equal networks
-    assert _output_change(tmp_path / "steady", held) < 0.7 * _output_change(tmp_path / "plain", held)
+    assert _output_change(steady.run, held) < 0.7 * _output_change(tmp_path / "plain", held)
 
     class StopAfterFirstEpoch(Callback):
         def on_epoch_end(self, trainer, row):
@@ -74,8 +84,8 @@ def test_the_stability_term_steadies_the_output_under_input_noise_and_resumes_ex
         style.train(_settings(train, stability_weight=3000), tmp_path / "cut", cache_dir=cache, progress=False,
                     callbacks=[StopAfterFirstEpoch()])
     resumed = style.train(style.StyleTrainSettings(), tmp_path / "cut", resume=True, cache_dir=cache, progress=False)
-    assert resumed["resumed"] and resumed["final_loss"] == steady["final_loss"]  # the same noise, step for step
-    a, _ = style.load_network(tmp_path / "steady")
+    assert resumed["resumed"] and resumed["final_loss"] == steady.summary["final_loss"]  # the same noise, each step
+    a, _ = style.load_network(steady.run)
     b, _ = style.load_network(tmp_path / "cut")
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(x, y), name
@@ -190,15 +200,10 @@ def _shift_change(run, photos: torch.Tensor) -> float:
     return float(torch.stack(changes).mean())
 
 
-def test_a_network_trained_with_the_shift_moves_its_output_with_the_photo(tmp_path):
-    train = _photos(tmp_path / "train", 32, seed=0)
-    held = _held_photos(tmp_path / "held")
-    cache = str(tmp_path / "cache")
-    noise_only = style.train(_settings(train, stability_weight=3000), tmp_path / "noise", cache_dir=cache,
-                             progress=False)
-    moved = style.train(_settings(train, stability_weight=3000, stability_shift=8), tmp_path / "moved",
-                        cache_dir=cache, progress=False)
-    assert moved["settings"]["stability_shift"] == 8 and noise_only["steps"] == moved["steps"] == 40
+def test_a_network_trained_with_the_shift_moves_its_output_with_the_photo(tmp_path, steady):
+    moved = style.train(_settings(steady.train, stability_weight=3000, stability_shift=8), tmp_path / "moved",
+                        cache_dir=steady.cache, progress=False)
+    assert moved["settings"]["stability_shift"] == 8 and steady.summary["steps"] == moved["steps"] == 40
     # measured (fp32, native-bf16 CPU): 0.013 with the shift, 0.074 noise only; 0.026 when the window is drawn
     # at offset (0, 0) every step (a crop, no motion: what this bound tells apart from the shift)
-    assert _shift_change(tmp_path / "moved", held) < 0.25 * _shift_change(tmp_path / "noise", held)
+    assert _shift_change(tmp_path / "moved", steady.held) < 0.25 * _shift_change(steady.run, steady.held)

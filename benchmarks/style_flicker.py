@@ -128,19 +128,24 @@ def apply_process(model: Path, clip: Path, out: Path, blend: float) -> float:
     return float(found.group(1)) if found else float("nan")
 
 
-def raw_output(model, frames: np.ndarray, blend: float) -> np.ndarray:
-    """The uint8 frames `apply` would encode for decoded frames: its precision rule, then its temporal blend."""
+def network_output(model, frames: np.ndarray) -> np.ndarray:
+    """The network's own uint8 output for decoded frames, on the path `apply` takes (its precision rule)."""
     import torch
 
     from cnnlab.engine.device import resolve_execution
     from cnnlab.style.apply import Stylizer
-    from cnnlab.style.temporal import TemporalBlend
 
     device = torch.device("cpu")
     execution = resolve_execution(device, "auto", "auto")
     stylizer = Stylizer(model, device, execution.precision, execution.channels_last)
     x = torch.from_numpy(frames).permute(0, 3, 1, 2)
-    styled = torch.cat([stylizer(x[i:i + 8]) for i in range(0, len(x), 8)]).permute(0, 2, 3, 1).numpy()
+    return torch.cat([stylizer(x[i:i + 8]) for i in range(0, len(x), 8)]).permute(0, 2, 3, 1).numpy()
+
+
+def blended(frames: np.ndarray, styled: np.ndarray, blend: float) -> np.ndarray:
+    """The uint8 frames `apply` would encode: the network's output, then its temporal blend."""
+    from cnnlab.style.temporal import TemporalBlend
+
     steady = TemporalBlend(blend)
     return np.stack([steady(frame, out) for frame, out in zip(frames, styled)])
 
@@ -223,13 +228,14 @@ def main() -> None:
         settings = json.loads((run / "style.json").read_text())
         summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
         photo_losses = losses_on_photos(run, model)
+        styled = {name: network_output(model, frames) for name, (_, frames) in clips.items()}  # once, every blend
         for blend in blends:
             values, speeds = dict(photo_losses), []
             for name, (path, frames) in clips.items():
                 target = args.out / f"{i}-{run.name}-blend{blend:g}-{name}.mp4"
                 speeds.append(apply_process(run, path, target, blend))
                 values[f"mp4 {name}"] = warping_error(frames, read_clip(target))
-                raw = raw_output(model, frames, blend)
+                raw = blended(frames, styled[name], blend)
                 values[f"raw {name}"] = warping_error(frames, raw)
                 values[f"frames {name}"] = frames_style_loss(ruler, frames, raw)
             first = not base
@@ -237,11 +243,8 @@ def main() -> None:
             print(f"  {run} blend {blend:g}: {values}; apply {', '.join(f'{v:.1f}' for v in speeds)} frames/s",
                   flush=True)
 
-            def cell(key: str) -> str:
-                return f"{values[key]:.2f}" + ("" if first else f" ({values[key] / base[key]:.2f}x)")
-
-            def loss_cell(key: str) -> str:
-                return f"{values[key]:.3f}" + ("" if first else f" ({values[key] / base[key]:.2f}x)")
+            def cell(key: str, digits: int = 2) -> str:
+                return f"{values[key]:.{digits}f}" + ("" if first else f" ({values[key] / base[key]:.2f}x)")
 
             rows.append([f"{run.name}", f"{blend:g}", f"{settings.get('stability_weight', 0.0):g}"
                          + (f", shift {settings['stability_shift']}" if settings.get("stability_shift") else ""),
@@ -249,8 +252,8 @@ def main() -> None:
                          f"{summary.get('train_seconds', float('nan')) / 60:.0f} min",
                          f"w{settings['width']}, {settings['residual_blocks']} blocks, {settings['image_size']} px",
                          *[cell(f"{kind} {clip}") for kind in ("mp4", "raw") for clip in clips],
-                         *[loss_cell(f"frames {clip}") for clip in clips],
-                         loss_cell("style_loss"), loss_cell("content_loss")])
+                         *[cell(f"frames {clip}", 3) for clip in clips],
+                         cell("style_loss", 3), cell("content_loss", 3)])
     text = "\n".join([
         "# Flicker of fast style networks: temporal warping error", "", banner, "",
         f"Written by `python benchmarks/style_flicker.py {' '.join(sys.argv[1:])}`.", "",

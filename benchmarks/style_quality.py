@@ -170,7 +170,7 @@ def main() -> None:
         summary.append([method, f"{sorted(ratios)[len(ratios) // 2]:.2f}", f"{max(ratios):.2f}",
                         f"{sorted(content)[len(content) // 2]:.2f}", f"{100 * worst:.3f}",
                         # the goal, on every photo: style loss within 1.5x optimize's AT equal or lower content
-                        # loss (a picture nearer the photo than optimize's cannot buy its style ratio), few outliers
+                        # loss (a picture further from the photo than optimize's buys style with content), few outliers
                         "yes" if max(ratios) <= 1.5 and max(content) <= 1.0 and worst <= 0.0005 else "no"])
     from cnnlab.report.plots import image_grid
 

@@ -38,7 +38,8 @@ VIDEO_SUFFIXES = set(VIDEO_CODECS)
 # PyTorch's for the same cores (and x264's frame threads cost compression); x264's veryfast preset at its
 # default CRF 23 (about 8 % smaller files than medium, 0.3 dB further from the network's output).
 # temporal_blend: the previous output's share where the scene stands still (style/temporal.py): on a still, noisy
-# clip 0.6 cut the warping error to 0.45x at 1.02x the frames' style loss (benchmarks/style_flicker.py).
+# clip 0.6 cut the warping error of the frames apply encodes to 0.51x at 1.01x their style loss
+# (benchmarks/results/style-flicker-blend-native-bf16.md).
 VIDEO_SETTINGS = {"batch": 1, "codec_threads": 1, "preset": "veryfast", "temporal_blend": 0.6}
 ACCELERATOR_BATCH = 8  # frames per batch on a GPU: as before (measured on CPUs only; a GPU gains from batches)
 
@@ -188,9 +189,9 @@ def apply(model_path: str | Path, inputs: str | Path, out: str | Path, *, device
     """Stylize an image, a folder of images or a video with a trained style network (see the module). Every
     input is checked before anything is written: an existing file is never overwritten by its own output.
     temporal_blend (video only; None: VIDEO_SETTINGS') steadies what stands still (style/temporal.py)."""
-    from .temporal import TemporalBlend
     from ..engine.device import configure_threads, resolve_execution, select_device
     from ..runs import RunDir
+    from .temporal import check_strength
     from .train import load_network
 
     source, target = Path(inputs), Path(out)
@@ -201,7 +202,7 @@ def apply(model_path: str | Path, inputs: str | Path, out: str | Path, *, device
     if temporal_blend is not None:
         if not is_video(source):
             raise UserError(f"--temporal-blend steadies video frames; --input {source} is not a video file")
-        TemporalBlend(temporal_blend)  # its range checked before anything is written
+        check_strength(temporal_blend)  # before anything is written
     files: list[Path] = []
     if source.is_dir():
         files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

@@ -23,14 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UserError
-
-
-def _cv2():
-    try:
-        import cv2
-    except ImportError:
-        raise UserError("the flicker measure needs OpenCV: pip install opencv-python-headless") from None
-    return cv2
+from ._opencv import opencv
 
 
 def _frames(frames, name: str) -> np.ndarray:
@@ -76,7 +69,7 @@ def warping_error(input_frames, output_frames, *, details: bool = False):
 
     Both clips are uint8 RGB frames [T, H, W, 3] (numpy arrays or torch tensors) of the same shape, T >= 2.
     `details`: return {'warping_error', 'reliable' (mean fraction of pixels counted), 'pairs'} instead."""
-    cv2 = _cv2()
+    cv2 = opencv("the flicker measure")
     inputs, outputs = _frames(input_frames, "input frames"), _frames(output_frames, "output frames")
     if inputs.shape != outputs.shape:
         raise UserError(f"the input and output clips differ in shape ({list(inputs.shape)} vs "

@@ -40,18 +40,18 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UserError
+from ._opencv import opencv
 
 TOLERANCE = 12.0  # input disagreement (levels of 0-255) at which a pixel keeps exp(-1) of its weight
 MOTION = 2.0  # pixels of flow at which a pixel keeps exp(-1) of its weight: a pan's 6 px a frame keeps none
 
 
-def _cv2():
-    try:
-        import cv2
-    except ImportError:
-        raise UserError("--temporal-blend needs OpenCV: pip install opencv-python-headless "
-                        "(or pass --temporal-blend 0)") from None
-    return cv2
+def check_strength(strength: float) -> float:
+    """strength, or a UserError when it is not a share of 0 to below 1."""
+    if not 0 <= strength < 1:
+        raise UserError(f"--temporal-blend must be at least 0 and below 1 (the previous frame's share), "
+                        f"got {strength:g}")
+    return strength
 
 
 class TemporalBlend:
@@ -59,14 +59,11 @@ class TemporalBlend:
     frame to write. strength 0 returns the stylized frames unchanged."""
 
     def __init__(self, strength: float):
-        if not 0 <= strength < 1:
-            raise UserError(f"--temporal-blend must be at least 0 and below 1 (the previous frame's share), "
-                            f"got {strength:g}")
-        self.strength = strength
+        self.strength = check_strength(strength)
         self._previous: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # frame t-1: grey, input, output
         self._grid: tuple[np.ndarray, np.ndarray] | None = None
         if strength:
-            cv2 = self._cv2 = _cv2()
+            cv2 = self._cv2 = opencv("--temporal-blend (0 turns it off)")
             cv2.setNumThreads(1)  # OpenCV's pool beside PyTorch's threads oversubscribed the cores: slower
             self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
             # the input-agreement factor for each disagreement of 0-255, looked up instead of computed per pixel

@@ -116,6 +116,7 @@ class BudgetPlan:
     anneal: str | None = None         # constant/plateau annealed to final_factor: the form (ANNEAL_FORM)
     final_write_seconds: float = FINAL_WRITE_SECONDS  # the end's files (measured: final_write_seconds())
     exit_seconds: float = 0.0         # the process's exit after summary.json (exit_seconds())
+    test_seconds: float = 0.0         # the final test evaluation, at the calibrated pace (part of the end's reserve)
 
     def record(self) -> dict[str, Any]:
         return asdict(self)
@@ -271,7 +272,7 @@ def make_plan(cfg: Config, *, elapsed_seconds: float, calibration_seconds: float
         step_seconds_spread=step_seconds_spread, calibration_steps=calibration_steps, points_per_epoch=points,
         rows=inner + closing, val_subset=subset, inner_row_seconds=rows.inner, closing_row_seconds=rows.closing,
         train_end_seconds=train_end, anneal=anneal_form(cfg), final_write_seconds=write_seconds,
-        exit_seconds=exit_estimate)
+        exit_seconds=exit_estimate, test_seconds=test_seconds)
 
 
 # ----------------------------------------------------------------------------------------------- calibrate

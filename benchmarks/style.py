@@ -155,7 +155,7 @@ def optimize_rows(sizes: list[int], repeats: int) -> list[list[str]]:
 def train_rows(repeats: int) -> list[list[str]]:
     from cnnlab.style import lossnet
     from cnnlab.style.optimize import StyleObjective
-    from cnnlab.style.train import PerceptualObjective
+    from cnnlab.style.network_objective import PerceptualObjective
 
     net = lossnet.build("efficientnet_lite0")
     model = TransformNet(width=32)

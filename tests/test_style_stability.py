@@ -169,7 +169,7 @@ class _Pinned(torch.nn.Module):
 
 
 def _stability_term(model, inputs, shift: int, step: int) -> float:
-    from cnnlab.style.train import PerceptualObjective
+    from cnnlab.style.network_objective import PerceptualObjective
 
     objective = PerceptualObjective(_NoStyle(), model, 1.0, noise=0.0, step=lambda: step, shift=shift)
     with torch.no_grad():

@@ -9,9 +9,13 @@
 - lossnet.py: the frozen loss network (vgg19, vgg16, efficientnet_lite0) and its default layers;
 - optimize.py: the image optimized directly (L-BFGS or Adam), snapshots of its evolution; optimize_run.py:
   that as a command (files and summary written), memory.py: the largest size this machine can stylize;
+- course_weights.py: the course's content weights (15, 50, 100) on cnnlab's loss scale;
 - transformer.py + train.py: a feed-forward network per style, trained in the one training loop on the photos
-  of photos.py (decoded once, cached);
-- apply.py: that network on images, folders and videos (PyAV, audio copied).
+  of photos.py (decoded once, cached), with network_objective.py's losses (and stability term, for video);
+- apply.py: that network on images, folders and videos (PyAV, audio copied), temporal.py its blend of video
+  frames along the optical flow;
+- quality.py, flicker.py: the measures the benchmarks score networks with (losses against optimize's, outlier
+  colours; temporal warping error).
 
 optimize and train write their images and a summary.json into `out` and return the summary; apply writes
 the stylized files and returns what it did.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from ..engine.optim import LrSchedule, build_optimizer
 from ..engine.run import RunSession
 from ..errors import UserError
 from . import lossnet
+from .network_objective import PerceptualObjective
 from .optimize import StyleObjective, resize_longest
 from .photos import load_photos, photos_digest  # decoded and cached once (style/photos.py)
 from .transformer import TransformNet
@@ -155,48 +156,6 @@ class PhotoBatches:
             x = self.photos[idx].float() / 255
             x = torch.where(flips[idx].view(-1, 1, 1, 1), x.flip(-1), x)
             yield x.to(self.device), self.labels[idx].to(self.device)
-
-
-class PerceptualObjective:
-    """The engine's objective: content (output vs its input), style (output vs the painting), TV; with a
-    stability weight, also the mean squared difference between the output and the model's output for the input
-    plus Gaussian noise (both passes trained) and, with a shift, for a window of the input moved by up to
-    `shift` pixels, compared with the same window of the output (away from the window's border, where the two
-    see different padding). The noise and the shift of step N are drawn from a generator seeded by (seed, N),
-    N being the schedule's checkpointed step count, so a resumed run draws what an uninterrupted one does."""
-
-    def __init__(self, objective: StyleObjective, model: torch.nn.Module | None = None, stability_weight: float = 0.0,
-                 noise: float = 0.0, seed: int = 0, step: Callable[[], int] = lambda: 0, shift: int = 0):
-        self.objective, self.model, self.stability = objective, model, (stability_weight, noise, seed, step)
-        self.shift = shift
-
-    def __call__(self, outputs: torch.Tensor, inputs: torch.Tensor, _labels: torch.Tensor) -> torch.Tensor:
-        targets = self.objective.content_targets(inputs)
-        loss = self.objective(outputs, targets)["total_loss"]
-        weight, std, seed, step = self.stability
-        if weight and self.model is not None:
-            g = torch.Generator().manual_seed((seed * 2**32 + step()) % 2**64)
-            noise = torch.randn(inputs.shape, generator=g).to(inputs.device, inputs.dtype)
-            moved, expected = inputs + std * noise, outputs
-            if self.shift:
-                moved, expected = _moved_windows(moved, outputs, self.shift, g)
-            change = (expected.float() - self.model(moved.clamp(0, 1)).float()).pow(2)
-            loss = loss + weight * _inside(change, self.shift).mean()
-        return loss
-
-
-def _inside(image: torch.Tensor, margin: int) -> torch.Tensor:
-    """`image` without a border of `margin` pixels."""
-    return image[..., margin:image.shape[-2] - margin, margin:image.shape[-1] - margin]
-
-
-def _moved_windows(inputs: torch.Tensor, outputs: torch.Tensor, shift: int, g: torch.Generator):
-    """The same window, `shift` pixels smaller on each axis, of the inputs and of the outputs, at an offset of 0
-    to `shift` pixels drawn from `g`: the window is the input as a camera moved by that offset would see it,
-    and the outputs' window is what the network should paint for it."""
-    top, left = (int(v) for v in torch.randint(0, shift + 1, (2,), generator=g))
-    h, w = inputs.shape[-2] - shift, inputs.shape[-1] - shift
-    return inputs[..., top:top + h, left:left + w], outputs[..., top:top + h, left:left + w]
 
 
 class Previews(Callback):

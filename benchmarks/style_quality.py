@@ -15,7 +15,8 @@ Both are scored with the same loss network and relative terms (cnnlab.style.qual
   and of the photo (goal: at most 0.05 % on every photo, as optimize).
 Writes benchmarks/results/<name>-<CPU class>.md and <name>-<CPU class>.jpg (rows: photos; columns: the photo,
 optimize, each network). --speed adds benchmarks/style_speed.py's frames/s table, --content-weights
-benchmarks/style_content_weights.py's table of the course's content weights.
+benchmarks/style_content_weights.py's table of the course's content weights, --ratio A/B a table of network A's
+style loss over network B's on each photo (the course's lesson for networks: course-15/course-100 at most 0.5).
 """
 
 from __future__ import annotations
@@ -43,6 +44,28 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     if not name:
         raise SystemExit(f"--variant {text!r}: give NAME=FLAGS, e.g. default= or slim='--width 16'")
     return name, shlex.split(flags)
+
+
+def parse_ratio(text: str, variants: list[str] | None) -> tuple[str, str]:
+    names = [parse_variant(v)[0] for v in (variants or ["default="])]
+    a, _, b = text.partition("/")
+    if a not in names or b not in names:
+        raise SystemExit(f"--ratio {text!r}: give A/B, two of the variants ({', '.join(names)})")
+    return a, b
+
+
+def ratio_table(scores: dict, photos: list[str], a: str, b: str) -> str:
+    """Per photo: a's and b's style and content losses and a's style loss over b's, then the median and worst."""
+    rows, quotients = [], []
+    for photo in photos:
+        sa, sb = scores[photo][a], scores[photo][b]
+        quotients.append(sa["style_loss"] / sb["style_loss"])
+        rows.append([photo, f"{sa['style_loss']:.4f}", f"{sb['style_loss']:.4f}", f"{quotients[-1]:.2f}",
+                     f"{sa['content_loss']:.4f}", f"{sb['content_loss']:.4f}"])
+    rows.append(["median", "", "", f"{sorted(quotients)[len(quotients) // 2]:.2f}", "", ""])
+    rows.append(["worst (highest)", "", "", f"{max(quotients):.2f}", "", ""])
+    return table(["photo", f"style loss, {a}", f"style loss, {b}", f"{a} / {b}", f"content loss, {a}",
+                  f"content loss, {b}"], rows)
 
 
 def train(name: str, flags: list[str], args) -> Path:
@@ -125,7 +148,10 @@ def main() -> None:
     parser.add_argument("--speed", action="store_true", help="also the frames/s table (benchmarks/style_speed.py)")
     parser.add_argument("--content-weights", action="store_true",
                         help="also the course's content-weight table (benchmarks/style_content_weights.py)")
+    parser.add_argument("--ratio", action="append", default=[], metavar="A/B",
+                        help="also a table of variant A's style loss over variant B's on each photo (repeatable)")
     args = parser.parse_args()
+    ratios = [parse_ratio(r, args.variant) for r in args.ratio]
     banner = cpu_banner()
     print(banner, flush=True)
     import torch
@@ -196,6 +222,8 @@ def main() -> None:
         table(["photo", "method", "style loss", "/ optimize's", "content loss", "outlier colours (%)",
                "of them, raw output out of [0, 1] (%)"], rows), "",
         f"Pictures: {picture_file.name}.", ""]
+    for a, b in ratios:
+        parts += [f"## {a}'s style loss over {b}'s", "", ratio_table(scores, args.photos, a, b), ""]
     if args.speed:
         from style_speed import speed_table
         parts += ["## Speed", "", "The networks' forward pass (benchmarks/style_speed.py's measure):", "",

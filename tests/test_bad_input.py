@@ -183,7 +183,7 @@ def _terrassa(root: Path, names: list[str], labels: list[str], encoding: str = "
 
 def _dataset_cases(tmp: Path, world) -> dict[str, tuple[list, tuple[str, ...]]]:
     """name -> (argv, fragments of the expected one-line error)."""
-    features = ["features", "--no-progress", "--epochs", "1", "--data"]
+    features = ["features", "--no-progress", "--epochs", "1", "--out", tmp / "run", "--data"]
     (tmp / "empty").mkdir()
     (tmp / "no-classes").mkdir()
     (tmp / "no-classes" / "readme.txt").write_text("no images here")
@@ -219,6 +219,8 @@ def test_bad_datasets_are_one_line_errors(world, tmp_path, capsys):
     for case, (argv, fragments) in _dataset_cases(tmp_path, world).items():
         code, _, err = run(argv, capsys)
         line = assert_one_line_error(code, err, *fragments)
+        out = Path(argv[argv.index("--out") + 1])
+        assert not out.exists(), f"{case}: the run that never trained left {sorted(p.name for p in out.iterdir())}"
         OUTCOMES.append((case, "error", line))
 
 

@@ -269,19 +269,26 @@ def test_replanning_shrinks_the_remaining_steps_when_steps_get_slower(fake_cifar
     assert result["steps"] > 1.5 * planned["steps"] and result["budget"]["replans"][-1][1] == result["steps"]
 
 
-def test_a_slowed_run_leaves_its_test_evaluation_the_time_it_takes_at_that_pace(fake_cifar_root, tmp_path,
-                                                                                 monkeypatch):
-    """A machine that slows down evaluates slower too: training ends early enough for the final test at the
-    measured pace (a real 0.6-minute run on a slowed VM ended 1.6 s over its budget, in its test evaluation)."""
+def test_a_slowed_run_leaves_its_end_the_time_it_takes_at_that_pace(fake_cifar_root, tmp_path, monkeypatch):
+    """A machine that slows down evaluates, writes and exits slower too: training ends early enough for the
+    final test, the end's files and the exit at the measured pace (a real 0.6-minute run on a slowed VM ended
+    1.6 s over its budget, in its test evaluation)."""
     slow = StepClock(slow=2.0, slow_from=6)
     with_test_clock(monkeypatch, slow)
     calibrated = budget.calibrate()
-    monkeypatch.setattr(budget, "calibrate", lambda *a, **k: {**calibrated, "eval_seconds_per_image": 0.02})
+    # the end (test, files, exit) costs several steps; validation rows little (their reserve is slack here: the
+    # test clock does not advance while they run)
+    monkeypatch.setattr(budget, "calibrate", lambda *a, **k: {**calibrated, "eval_seconds_per_image": 0.005})
+    monkeypatch.setattr(budget, "final_write_seconds", lambda curves_seconds: 4.0)
+    monkeypatch.setattr(budget, "exit_seconds", lambda: 3.0)
     result = train(cnn_tiny(fake_cifar_root, tmp_path / "run"), callbacks=[slow], started=0.0).summary
     plan = result["budget"]
-    assert plan["test_seconds"] > 2 and result["budget"]["replans"] and result["stop_reason"] == ""
-    # at twice the calibrated pace the test takes test_seconds more than the plan reserved: training left them
-    assert slow.now <= plan["train_end_seconds"] - plan["test_seconds"]
+    assert plan["test_seconds"] > 0.5 and plan["final_write_seconds"] == 4.0 and plan["exit_seconds"] == 3.0
+    assert result["budget"]["replans"] and result["stop_reason"] == ""
+    # at twice the calibrated pace the end takes its calibrated seconds more than the plan reserved: training
+    # left them, give or take one slowed step (decisions come between steps; 18 s without the end's reserve)
+    end = plan["test_seconds"] + plan["final_write_seconds"] + plan["exit_seconds"]
+    assert slow.now <= plan["train_end_seconds"] - end + 2.0
 
 
 def test_a_resumed_budget_run_replays_the_decisions_bit_for_bit(fake_cifar_root, tmp_path, monkeypatch):

@@ -161,6 +161,41 @@ def test_the_session_refuses_to_overwrite_or_to_resume_what_is_not_there(tmp_pat
     assert session.resume_command == f"cnnlab finetune --resume {tmp_path / 'fresh'}"
 
 
+def test_a_new_run_that_fails_before_its_first_epoch_leaves_no_folder(tmp_path):
+    """A one-line error before any epoch (bad data, a budget too small) removes the folder the run made;
+    the user's own folder, a resumed run's, a trained run's and a run stopped by Ctrl-C stay."""
+    from cnnlab.engine.run import Interrupted
+
+    def fail(session, error=UserError("bad data")):
+        session.run.write_text("config.yaml", "name: x\n")  # what a run writes before its data loads
+        with pytest.raises(type(error)), session.removed_if_it_fails_early():
+            raise error
+
+    fail(RunSession.open(tmp_path / "runs" / "new", kind="train"))
+    assert not (tmp_path / "runs" / "new").exists() and (tmp_path / "runs").is_dir()  # the parent stays
+    (tmp_path / "mine").mkdir()
+    fail(RunSession.open(tmp_path / "mine", kind="train"))
+    assert (tmp_path / "mine" / "config.yaml").is_file()
+    fail(RunSession.open(tmp_path / "stopped", kind="train"), Interrupted("interrupted after 0 finished epochs"))
+    assert (tmp_path / "stopped" / "config.yaml").is_file()
+    trained = RunSession.open(tmp_path / "trained", kind="train")
+    trained.run.write_text("metrics.csv", "epoch\n1\n")
+    fail(trained)
+    assert (tmp_path / "trained" / "metrics.csv").is_file()
+    fail(RunSession.open(tmp_path / "stopped", kind="train", resume=True))
+    assert (tmp_path / "stopped" / "config.yaml").is_file()
+
+
+def test_a_style_network_with_unreadable_photos_leaves_no_folder(tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "broken.jpg").write_bytes(b"not a jpeg")
+    settings = style.StyleTrainSettings(style=str(STYLES / "starry_night.jpg"), content_dir=str(tmp_path / "photos"),
+                                        image_size=32, iterations=1, loss_net="efficientnet_lite0")
+    with pytest.raises(UserError, match="broken.jpg"):
+        style.train(settings, tmp_path / "net", progress=False, cache_dir=str(tmp_path / "cache"))
+    assert not (tmp_path / "net").exists()
+
+
 def test_visualize_writes_a_valid_summary(trained_classifier, tmp_path):
     from cnnlab import visualize
 

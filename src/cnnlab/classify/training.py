@@ -119,6 +119,11 @@ def train(cfg: Config, *, resume: str | Path | None = None, callbacks: Sequence[
     so that --minutes covers the interpreter's start and imports too).
     """
     session, cfg = _open(transfer.adopt_source_model(cfg), resume, started)
+    with session.removed_if_it_fails_early():
+        return _train(session, cfg, callbacks)
+
+
+def _train(session: RunSession, cfg: Config, callbacks: Sequence[Callback]) -> RunResult:
     t = cfg.train
     execution = session.start(device=t.device, threads=t.threads, precision=t.precision,
                               channels_last=t.channels_last, deterministic=t.deterministic,

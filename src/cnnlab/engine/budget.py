@@ -121,6 +121,10 @@ class BudgetPlan:
     def record(self) -> dict[str, Any]:
         return asdict(self)
 
+    def end_seconds(self) -> float:
+        """What comes after training, at the calibrated pace: the final test evaluation, the end's files, the exit."""
+        return self.test_seconds + self.final_write_seconds + self.exit_seconds
+
     def describe(self) -> str:
         low = f", {100 * self.low_res_share:.0f} % of them at low resolution" if self.low_res_share else ""
         rows = f", {self.rows} rows of metrics" if self.points_per_epoch > 1 else ""

@@ -6,7 +6,7 @@ few percent of the planned steps (CHECK_SHARE) the :class:`Pacer` compares:
 
 - the time left until the plan's end of training (`train_end_seconds` on the budget's clock, which counts
   from the process's start; when the pace is slower than calibrated, less the extra time the final test
-  evaluation will take at that pace: a slowed machine evaluates slower too), with
+  evaluation, the end's files and the exit will take at that pace: a slowed machine does those slower too), with
 - what the remaining steps would cost at the recent pace (measured seconds of the steps of the last WINDOW
   intervals between checks divided by their calibrated seconds, so low- and full-resolution steps are
   weighed right; a process's first step is left out: it pays for one-off setup), plus the rows still to
@@ -143,8 +143,9 @@ class Pacer:
     def _replan(self, done: int) -> None:
         pace, elapsed = distributed.all_reduce_max([self.pace(), self.elapsed()], self.device)
         total = self.layout.total_steps
-        # a machine that slowed down also evaluates the test set slower: its reserve grows with the pace
-        left = self.plan.train_end_seconds - elapsed - max(0.0, pace - 1.0) * self.plan.test_seconds
+        # a machine that slowed down also evaluates the test set, writes the end's files and exits slower: the
+        # reserve for what comes after training grows with the pace
+        left = self.plan.train_end_seconds - elapsed - max(0.0, pace - 1.0) * self.plan.end_seconds()
         new = self.best_total(done, left, pace)
         if abs(new - total) <= max(1.0, MIN_CHANGE * (total - done)):
             return

@@ -10,7 +10,8 @@ Classifier training (train, features, finetune, transfer) and style-network trai
     session.close(StyleNetworkSummary(...))                           # summary.json, common fields filled
 
 It owns the run folder and its checks (a new run never overwrites one; a resumed run must exist, be unfinished
-and be of this kind; a run killed before its first epoch ended starts again), where and how the run computes,
+and be of this kind; a run killed before its first epoch ended starts again; a new run that fails with a one-line
+error before its first epoch leaves no folder behind), where and how the run computes,
 the recording callbacks (metrics.csv, best weights, checkpoint, the epoch line, TensorBoard logs when asked),
 the Ctrl-C and NaN messages with the command that resumes, environment.json and summary.json. What may change
 when a run is resumed is declared once, in config.RESUME_CHANGEABLE, and applied by the caller's settings loader.
@@ -18,10 +19,12 @@ when a run is resumed is declared once, in config.RESUME_CHANGEABLE, and applied
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +68,7 @@ class RunSession:
     execution: Execution | None = None
     recorder: RunRecorder | None = None
     tensorboard: TensorBoardLog | None = None
+    created: bool = False  # the folder did not exist before this new run (see removed_if_it_fails_early)
 
     # ------------------------------------------------------------------------------------------- open
 
@@ -84,9 +88,27 @@ class RunSession:
         elif run.exists(runs.SUMMARY) or run.exists(runs.CHECKPOINT):
             raise UserError(f"output directory {run} already holds a run; continue it with --resume {run} or "
                             f"choose a new --out")
+        created = not resume and not run.path.exists()
         run.create()
-        return cls(run=run, kind=kind, resuming=resume,
+        return cls(run=run, kind=kind, resuming=resume, created=created,
                    wall_start=time.perf_counter() if started is None else started)
+
+    @contextlib.contextmanager
+    def removed_if_it_fails_early(self) -> Iterator[None]:
+        """A new run that stops with a one-line error before its first epoch's files (data that does not
+        load, a budget too small for one step, a loss that turned NaN at once) leaves no folder behind: only
+        its settings and environment.json would be there, a folder that looks like a run and never trained.
+        Kept: a folder that existed before (the user's), a resumed run's, anything after the first epoch, and
+        a run stopped by Ctrl-C (its message names the folder: --resume starts it again)."""
+        try:
+            yield
+        except Interrupted:
+            raise
+        except UserError:
+            trained = any(self.run.exists(name) for name in (runs.CHECKPOINT, runs.METRICS, runs.BEST, runs.SUMMARY))
+            if self.created and not trained and distributed.is_main():
+                shutil.rmtree(self.run.path, ignore_errors=True)
+            raise
 
     @property
     def resume_command(self) -> str:

@@ -235,9 +235,17 @@ def train(settings: StyleTrainSettings, out: str | Path, *, resume: bool = False
           callbacks: Sequence[Callback] = ()) -> dict:
     """Train a style network (see the module docstring); `resume` continues the run in `out` (the result
     equals an uninterrupted run's). Extra `callbacks` see every epoch (tests use them to interrupt)."""
+    session = RunSession.open(out, kind=KIND, resume=resume, settings_file=SETTINGS)
+    with session.removed_if_it_fails_early():
+        return _train(session, settings, device=device, threads=threads, cache_dir=cache_dir, progress=progress,
+                      callbacks=callbacks)
+
+
+def _train(session: RunSession, settings: StyleTrainSettings, *, device: str, threads: int | None,
+           cache_dir: str | None, progress: bool, callbacks: Sequence[Callback]) -> dict:
     from ..engine.device import autocast
 
-    session = RunSession.open(out, kind=KIND, resume=resume, settings_file=SETTINGS)
+    resume = session.resuming
     s = _settings_to_run(settings, session)
     run = session.run
     _check(s)

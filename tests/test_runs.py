@@ -172,7 +172,10 @@ def test_a_new_run_that_fails_before_its_first_epoch_leaves_no_folder(tmp_path):
             raise error
 
     fail(RunSession.open(tmp_path / "runs" / "new", kind="train"))
-    assert not (tmp_path / "runs" / "new").exists() and (tmp_path / "runs").is_dir()  # the parent stays
+    assert not (tmp_path / "runs").exists()  # runs/ was made for it
+    (tmp_path / "runs").mkdir()
+    fail(RunSession.open(tmp_path / "runs" / "new", kind="train"))
+    assert not (tmp_path / "runs" / "new").exists() and (tmp_path / "runs").is_dir()  # a parent that was there stays
     (tmp_path / "mine").mkdir()
     fail(RunSession.open(tmp_path / "mine", kind="train"))
     assert (tmp_path / "mine" / "config.yaml").is_file()

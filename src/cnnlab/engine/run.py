@@ -68,7 +68,7 @@ class RunSession:
     execution: Execution | None = None
     recorder: RunRecorder | None = None
     tensorboard: TensorBoardLog | None = None
-    created: bool = False  # the folder did not exist before this new run (see removed_if_it_fails_early)
+    created: tuple[Path, ...] = ()  # the folders this new run made, its own first (removed_if_it_fails_early)
 
     # ------------------------------------------------------------------------------------------- open
 
@@ -88,7 +88,7 @@ class RunSession:
         elif run.exists(runs.SUMMARY) or run.exists(runs.CHECKPOINT):
             raise UserError(f"output directory {run} already holds a run; continue it with --resume {run} or "
                             f"choose a new --out")
-        created = not resume and not run.path.exists()
+        created = () if resume else tuple(p for p in (run.path, *run.path.parents) if not p.exists())
         run.create()
         return cls(run=run, kind=kind, resuming=resume, created=created,
                    wall_start=time.perf_counter() if started is None else started)
@@ -98,8 +98,9 @@ class RunSession:
         """A new run that stops with a one-line error before its first epoch's files (data that does not
         load, a budget too small for one step, a loss that turned NaN at once) leaves no folder behind: only
         its settings and environment.json would be there, a folder that looks like a run and never trained.
-        Kept: a folder that existed before (the user's), a resumed run's, anything after the first epoch, and
-        a run stopped by Ctrl-C (its message names the folder: --resume starts it again)."""
+        The parent folders made for it go too while empty. Kept: a folder that existed before (the user's), a
+        resumed run's, anything after the first epoch, and a run stopped by Ctrl-C (its message names the
+        folder: --resume starts it again)."""
         try:
             yield
         except Interrupted:
@@ -108,6 +109,9 @@ class RunSession:
             trained = any(self.run.exists(name) for name in (runs.CHECKPOINT, runs.METRICS, runs.BEST, runs.SUMMARY))
             if self.created and not trained and distributed.is_main():
                 shutil.rmtree(self.run.path, ignore_errors=True)
+                for parent in self.created[1:]:  # runs/ and the like, made for it: only while empty
+                    with contextlib.suppress(OSError):
+                        parent.rmdir()
             raise
 
     @property

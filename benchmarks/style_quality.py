@@ -151,7 +151,7 @@ def main() -> None:
     parser.add_argument("--ratio", action="append", default=[], metavar="A/B",
                         help="also a table of variant A's style loss over variant B's on each photo (repeatable)")
     args = parser.parse_args()
-    ratios = [parse_ratio(r, args.variant) for r in args.ratio]
+    ratio_pairs = [parse_ratio(r, args.variant) for r in args.ratio]
     banner = cpu_banner()
     print(banner, flush=True)
     import torch
@@ -222,7 +222,7 @@ def main() -> None:
         table(["photo", "method", "style loss", "/ optimize's", "content loss", "outlier colours (%)",
                "of them, raw output out of [0, 1] (%)"], rows), "",
         f"Pictures: {picture_file.name}.", ""]
-    for a, b in ratios:
+    for a, b in ratio_pairs:
         parts += [f"## {a}'s style loss over {b}'s", "", ratio_table(scores, args.photos, a, b), ""]
     if args.speed:
         from style_speed import speed_table

@@ -118,6 +118,23 @@ def test_presets_ship_inside_the_package_and_resolve_by_name(tmp_path, monkeypat
         config.load_yaml("somewhere/fast89.yaml")
 
 
+def test_every_preset_loads_into_the_settings_of_its_command(tmp_path, monkeypatch):
+    """A preset is a classifier config, an ablation grid (with runs:) or a style network's settings (style-*):
+    each must load as such, so a misspelt key fails here, not in a user's run."""
+    from cnnlab.ablate import plan as plan_grid
+    from cnnlab.style import StyleTrainSettings
+
+    monkeypatch.chdir(tmp_path)
+    for name in config.presets():
+        if "runs" in config.load_yaml(name):
+            assert plan_grid(config.find_config(name), tmp_path / "grid")[2]  # every run's config resolves
+        elif name.startswith("style-"):
+            settings = config.load_settings(StyleTrainSettings, name, {"style": "s.jpg", "content_dir": "photos"})
+            assert settings.stability_weight > 0 and settings.stability_shift > 0  # style-video's point
+        else:
+            config.resolve(name, {"data.path": "photos"} if name in ("features", "finetune", "transfer") else {})
+
+
 def test_packaging_declares_the_presets():
     """setuptools copies only declared package data into a wheel: the presets' pattern must be declared."""
     import tomllib

@@ -85,7 +85,9 @@ def test_a_constant_lr_unless_annealed_and_annealed_to_zero_at_the_last_step(tmp
 
 
 def test_a_minutes_run_anneals_to_its_cap(tmp_path):
-    summary = style.train(_settings(epochs=1000, minutes=0.25, limit_images=8, batch_size=2, lr_anneal="linear"),
+    # 96 photos in batches of 4: epochs of 24 steps, so that the epochs' ends (previews, checkpoint: outside the
+    # cap, about 1 s each) stay few (8 photos in batches of 2, epochs of 4 steps: 81 s for a 15 s cap)
+    summary = style.train(_settings(epochs=1000, minutes=0.25, limit_images=96, batch_size=4, lr_anneal="linear"),
                           tmp_path / "run", cache_dir=str(tmp_path / "cache"), progress=False)
     lrs = _lrs(tmp_path / "run")
     assert summary["steps"] > 10 and lrs == sorted(lrs, reverse=True)

@@ -46,8 +46,7 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     return name, shlex.split(flags)
 
 
-def parse_ratio(text: str, variants: list[str] | None) -> tuple[str, str]:
-    names = [parse_variant(v)[0] for v in (variants or ["default="])]
+def parse_ratio(text: str, names: list[str]) -> tuple[str, str]:
     a, _, b = text.partition("/")
     if a not in names or b not in names:
         raise SystemExit(f"--ratio {text!r}: give A/B, two of the variants ({', '.join(names)})")
@@ -151,7 +150,8 @@ def main() -> None:
     parser.add_argument("--ratio", action="append", default=[], metavar="A/B",
                         help="also a table of variant A's style loss over variant B's on each photo (repeatable)")
     args = parser.parse_args()
-    ratio_pairs = [parse_ratio(r, args.variant) for r in args.ratio]
+    variants = [parse_variant(v) for v in (args.variant or ["default="])]
+    ratio_pairs = [parse_ratio(r, [name for name, _ in variants]) for r in args.ratio]  # checked before training
     banner = cpu_banner()
     print(banner, flush=True)
     import torch
@@ -163,7 +163,6 @@ def main() -> None:
     from cnnlab.style.optimize import resize_longest
     from cnnlab.style.train import load_network
 
-    variants = [parse_variant(v) for v in (args.variant or ["default="])]
     runs = {name: train(name, flags, args) for name, flags in variants}
     configure_threads(2)
     cpu = torch.device("cpu")
